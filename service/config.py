@@ -1,0 +1,220 @@
+"""Settings: one frozen object built from ROLEGATE_* environment variables or a mapping.
+
+Every setting is declared once in `SETTINGS` with its variable name, default and documentation;
+the README's configuration table is checked against this list by a test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+ENV_PREFIX = "ROLEGATE_"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _text(value: str) -> str:
+    return value.strip()
+
+
+def _optional_text(value: str) -> str | None:
+    value = value.strip()
+    return value or None
+
+
+def _int(value: str) -> int:
+    return int(value)
+
+
+def _float(value: str) -> float:
+    return float(value)
+
+
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected 1/0, true/false, yes/no or on/off, got {value!r}")
+
+
+def _csv_list(value: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: Any
+    parse: Callable[[str], Any]
+    doc: str
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "database_url",
+        "sqlite:///rolegate.db",
+        _text,
+        "SQLAlchemy URL of the policy store. SQLite file in the working directory by default; "
+        "`postgresql+psycopg://user@host/db` in production.",
+    ),
+    Setting("policy_dir", "policies", _text, "Directory of policy CSV files (`*.csv`)."),
+    Setting(
+        "model",
+        "",
+        _text,
+        "Path of the Casbin model. Default: `model.conf` in the working directory, else the one "
+        "shipped with Rolegate.",
+    ),
+    Setting("data_dir", ".rolegate", _text, "Where the service keeps generated files (demo secret)."),
+    Setting("jwt_secret", None, _optional_text, "HMAC secret for HS256/384/512 tokens."),
+    Setting(
+        "jwt_public_key",
+        None,
+        _optional_text,
+        "PEM public key (file path or PEM text) for RS*/PS*/ES*/EdDSA tokens.",
+    ),
+    Setting("jwks_url", None, _optional_text, "JWKS URL of the identity provider (http or https)."),
+    Setting(
+        "jwt_algorithms",
+        (),
+        _csv_list,
+        "Comma-separated algorithm allow-list; default: every algorithm of the configured key kind.",
+    ),
+    Setting("jwt_issuer", None, _optional_text, "Required `iss` of tokens (unset: not checked)."),
+    Setting(
+        "jwt_audience",
+        (),
+        _csv_list,
+        "Accepted `aud` values, comma-separated (unset: `aud` not checked, with a start-up warning).",
+    ),
+    Setting("jwt_leeway", 30, _int, "Clock skew allowed for `exp`/`nbf`/`iat`, in seconds."),
+    Setting("jwks_lifespan", 300, _int, "Seconds a fetched JWKS is cached."),
+    Setting("jwks_timeout", 3.0, _float, "Seconds before a JWKS fetch gives up (503)."),
+    Setting("jwks_cooldown", 30, _int, "Minimum seconds between refetches caused by unknown `kid`s."),
+    Setting(
+        "claims",
+        "generic",
+        _text,
+        "Claim preset: generic, clerk, supabase, auth0 or keycloak (see README).",
+    ),
+    Setting("claim_subject", None, _optional_text, "Dotted claim path of the subject (overrides preset)."),
+    Setting("claim_org", None, _optional_text, "Dotted claim path of the organisation (overrides preset)."),
+    Setting("claim_roles", None, _optional_text, "Dotted claim path of the roles (overrides preset)."),
+    Setting(
+        "trust_token_roles",
+        False,
+        _bool,
+        "When 1, roles in the token count as the subject's roles in the token's org for that request.",
+    ),
+    Setting(
+        "default_role",
+        None,
+        _optional_text,
+        "Role given to a subject with no membership in the org (unset: such a subject gets nothing).",
+    ),
+    Setting(
+        "decision_log",
+        "",
+        _text,
+        "Decision log sink: empty for none, `-` for stdout, or a file path (JSON lines).",
+    ),
+    Setting(
+        "api_key_secret",
+        None,
+        _optional_text,
+        "Server key for API key HMACs (default: generated and kept in the data dir).",
+    ),
+    Setting(
+        "poll_interval",
+        2.0,
+        _float,
+        "Seconds between policy revision polls of the store (0 disables polling).",
+    ),
+    Setting("log_level", "INFO", _text, "Log level (DEBUG, INFO, WARNING, ERROR)."),
+)
+
+SETTING_BY_NAME = {setting.name: setting for setting in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = "sqlite:///rolegate.db"
+    policy_dir: str = "policies"
+    model: str = ""
+    data_dir: str = ".rolegate"
+    jwt_secret: str | None = None
+    jwt_public_key: str | None = None
+    jwks_url: str | None = None
+    jwt_algorithms: tuple[str, ...] = ()
+    jwt_issuer: str | None = None
+    jwt_audience: tuple[str, ...] = ()
+    jwt_leeway: int = 30
+    jwks_lifespan: int = 300
+    jwks_timeout: float = 3.0
+    jwks_cooldown: int = 30
+    claims: str = "generic"
+    claim_subject: str | None = None
+    claim_org: str | None = None
+    claim_roles: str | None = None
+    trust_token_roles: bool = False
+    default_role: str | None = None
+    decision_log: str = ""
+    api_key_secret: str | None = None
+    poll_interval: float = 2.0
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read every `ROLEGATE_*` variable; unknown `ROLEGATE_*` names are an error (typos)."""
+        environ = os.environ if environ is None else environ
+        known = {setting.env for setting in SETTINGS}
+        unknown = sorted(
+            name for name in environ if name.startswith(ENV_PREFIX) and name not in known
+        )
+        if unknown:
+            raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
+        values: dict[str, Any] = {}
+        for setting in SETTINGS:
+            raw = environ.get(setting.env)
+            if raw is None:
+                continue
+            try:
+                values[setting.name] = setting.parse(raw)
+            except ValueError as exc:
+                raise ConfigError(f"{setting.env}: {exc}") from None
+        values.update(overrides)
+        return cls.from_mapping(values)
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> Settings:
+        """Build from already-typed values (tests, CLI flags)."""
+        unknown = sorted(set(values) - set(SETTING_BY_NAME))
+        if unknown:
+            raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def model_path(self) -> Path:
+        if self.model:
+            return Path(self.model)
+        local = Path("model.conf")
+        return local if local.is_file() else REPO_ROOT / "model.conf"
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
