@@ -1,0 +1,89 @@
+"""Decision endpoints: `POST /v1/check` and `POST /v1/check/batch`."""
+
+from __future__ import annotations
+
+from flask import Blueprint
+
+from ..core import MAX_BATCH, parse_check_input
+from ..errors import InvalidRequest, PayloadTooLarge
+from .context import caller, get_core, json_body
+from .openapi import error_responses, json_request, json_response
+
+bp = Blueprint("decisions", __name__)
+
+
+@bp.post("/v1/check")
+def check():
+    principal = caller()
+    check_input = parse_check_input(json_body())
+    return get_core().check(principal, check_input)
+
+
+@bp.post("/v1/check/batch")
+def check_batch():
+    principal = caller()
+    body = json_body()
+    if not isinstance(body, dict):
+        raise InvalidRequest("body: expected a JSON object with a `checks` list")
+    unknown = sorted(set(body) - {"checks"})
+    if unknown:
+        raise InvalidRequest(f"{unknown[0]}: unknown field")
+    checks = body.get("checks")
+    if not isinstance(checks, list):
+        raise InvalidRequest("checks: expected a list of check objects")
+    if not checks:
+        raise InvalidRequest("checks: must hold at least one check")
+    if len(checks) > MAX_BATCH:
+        raise PayloadTooLarge(f"checks: at most {MAX_BATCH} per batch, got {len(checks)}")
+    inputs = [parse_check_input(item, f"checks[{i}].") for i, item in enumerate(checks)]
+    return get_core().check_batch(principal, inputs)
+
+
+_AUTH_ERRORS = error_responses(400, 401, 403, 413, 415, 503)
+OPENAPI_PATHS = {
+    "/v1/check": {
+        "post": {
+            "summary": "Decide one check for the token's subject",
+            "requestBody": json_request({"$ref": "#/components/schemas/Check"}),
+            "responses": {
+                "200": json_response("the decision", {"$ref": "#/components/schemas/Decision"}),
+                **_AUTH_ERRORS,
+            },
+        }
+    },
+    "/v1/check/batch": {
+        "post": {
+            "summary": "Decide 1 to 1,000 checks against one policy revision",
+            "requestBody": json_request(
+                {
+                    "type": "object",
+                    "required": ["checks"],
+                    "properties": {
+                        "checks": {
+                            "type": "array",
+                            "minItems": 1,
+                            "maxItems": MAX_BATCH,
+                            "items": {"$ref": "#/components/schemas/Check"},
+                        }
+                    },
+                }
+            ),
+            "responses": {
+                "200": json_response(
+                    "decisions in request order",
+                    {
+                        "type": "object",
+                        "properties": {
+                            "results": {
+                                "type": "array",
+                                "items": {"$ref": "#/components/schemas/Decision"},
+                            },
+                            "revision": {"type": "integer"},
+                        },
+                    },
+                ),
+                **_AUTH_ERRORS,
+            },
+        }
+    },
+}

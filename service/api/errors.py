@@ -1,0 +1,51 @@
+"""One JSON error shape for every failure: `{"error": {"code", "message"}}`.
+
+Typed errors carry their own status; Werkzeug's HTTP errors keep theirs; anything else is logged
+and answered with a generic 500 (no stack trace, no detail leaves the process).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+from ..errors import AuthenticationError, RolegateError
+
+log = logging.getLogger("rolegate.api")
+
+HTTP_CODES = {
+    400: "invalid_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def error_response(status: int, code: str, message: str):
+    response = jsonify({"error": {"code": code, "message": message}})
+    response.status_code = status
+    if status == 401:
+        response.headers["WWW-Authenticate"] = f'Bearer error="{code}"'
+    return response
+
+
+def init_app(app: Flask) -> None:
+    @app.errorhandler(RolegateError)
+    def rolegate_error(error: RolegateError):
+        if isinstance(error, AuthenticationError) or error.http_status >= 500:
+            log.info("request refused: %s %s", error.code, error.message)
+        return error_response(error.http_status, error.code, error.message)
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException):
+        status = error.code or 500
+        code = HTTP_CODES.get(status, "http_error")
+        return error_response(status, code, error.description or error.name)
+
+    @app.errorhandler(Exception)
+    def unexpected_error(error: Exception):
+        log.exception("unexpected error")
+        return error_response(500, "internal_error", "internal error; the request was not allowed")

@@ -1,0 +1,132 @@
+"""`rolegate serve` (gunicorn, or Flask's reloader with --dev) and `rolegate token`."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shlex
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..config import Settings
+from ..core import default_policy_dir
+from ..errors import ConfigError
+from ..identity import mint_token, parse_duration
+
+DEMO_SECRET_FILE = "demo-secret"
+
+
+def demo_secret(data_dir: Path) -> str:
+    """The demo's HS256 secret, generated once and kept (mode 600) in the data dir."""
+    path = data_dir / DEMO_SECRET_FILE
+    if path.is_file():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(48)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(secret + "\n")
+    return secret
+
+
+def demo_settings(settings: Settings) -> Settings:
+    """Sample policies and a local HS256 secret: a service that works with no configuration."""
+    changes: dict[str, Any] = {"jwt_secret": demo_secret(settings.data_path)}
+    if not os.environ.get("ROLEGATE_POLICY_DIR"):
+        changes["policy_dir"] = str(default_policy_dir())
+    if settings.jwt_public_key or settings.jwks_url:
+        raise ConfigError("--demo uses its own HS256 secret: unset ROLEGATE_JWT_PUBLIC_KEY/JWKS_URL")
+    return settings.replace(**changes)
+
+
+def gunicorn_options(host: str, port: int, workers: int) -> dict[str, Any]:
+    return {
+        "bind": f"{host}:{port}",
+        "workers": workers,
+        "worker_class": "sync",
+        "timeout": 30,
+        "graceful_timeout": 30,
+        "keepalive": 5,
+        # Let the application answer over-long Authorization headers with its own JSON 400.
+        "limit_request_field_size": 16384,
+        "accesslog": None,
+    }
+
+
+def run_gunicorn(app_factory, options: dict[str, Any]) -> None:
+    from gunicorn.app.base import BaseApplication
+
+    class RolegateApplication(BaseApplication):
+        def load_config(self) -> None:
+            for key, value in options.items():
+                self.cfg.set(key, value)
+
+        def load(self):
+            return app_factory()
+
+    RolegateApplication().run()
+
+
+def print_demo_help(settings: Settings, host: str, port: int) -> None:
+    token = mint_token(settings, subject="alice", org="acme", ttl_seconds=24 * 3600)
+    url = f"http://{host}:{port}"
+    body = '{"resource": "/projects/42", "action": "delete", "explain": true}'
+    click.echo("Rolegate demo: sample policies from " + settings.policy_dir)
+    click.echo("A token for alice (admin of acme), valid 24 h; try:")
+    click.echo(
+        f"  curl -s {url}/v1/check -H 'Authorization: Bearer {token}' "
+        f"-H 'Content-Type: application/json' -d {shlex.quote(body)}"
+    )
+    click.echo("More tokens: rolegate token --demo --sub bob --org acme")
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", type=int, default=None, help="Worker processes [default: CPU count].")
+@click.option("--sync-policies", is_flag=True, help="Import the policy dir into the store first.")
+@click.option("--demo", is_flag=True, help="Sample policies and a generated HS256 secret.")
+@click.option("--dev", is_flag=True, help="Flask's reloader instead of gunicorn.")
+def serve(host: str, port: int, workers: int | None, sync_policies: bool, demo: bool, dev: bool):
+    """Run the decision service."""
+    from .. import create_app
+    from ..core import Rolegate
+
+    settings = Settings.from_env()
+    if demo:
+        settings = demo_settings(settings)
+        sync_policies = True
+    # Import once, before any worker starts; the workers then load the store.
+    core = Rolegate.from_settings(settings)
+    core.start(sync_policies=sync_policies)
+    core.close()
+    if demo:
+        print_demo_help(settings, host, port)
+    if dev:
+        create_app(settings).run(host=host, port=port, use_reloader=True, debug=False)
+        return
+    workers = workers or os.cpu_count() or 1
+    run_gunicorn(lambda: create_app(settings), gunicorn_options(host, port, workers))
+
+
+@click.command()
+@click.option("--sub", "subject", required=True, help="Subject (user id).")
+@click.option("--org", default=None, help="Organisation claim.")
+@click.option("--role", "roles", multiple=True, help="Role claim (repeatable).")
+@click.option("--ttl", default="1h", show_default=True, help="Lifetime: 90s, 15m, 1h, 2d.")
+@click.option("--demo", is_flag=True, help="Sign with the demo secret of `serve --demo`.")
+def token(subject: str, org: str | None, roles: tuple[str, ...], ttl: str, demo: bool):
+    """Mint an HS256 token with the configured secret (development and tests)."""
+    settings = Settings.from_env()
+    if demo:
+        settings = settings.replace(jwt_secret=demo_secret(settings.data_path))
+    try:
+        seconds = parse_duration(ttl)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--ttl") from None
+    click.echo(mint_token(settings, subject=subject, org=org, roles=roles, ttl_seconds=seconds))
+
+
+COMMANDS = (serve, token)
