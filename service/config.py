@@ -77,7 +77,9 @@ SETTINGS: tuple[Setting, ...] = (
         "Path of the Casbin model. Default: `model.conf` in the working directory, else the one "
         "shipped with Rolegate.",
     ),
-    Setting("data_dir", ".rolegate", _text, "Where the service keeps generated files (demo secret)."),
+    Setting(
+        "data_dir", ".rolegate", _text, "Where the service keeps generated files (demo secret)."
+    ),
     Setting("jwt_secret", None, _optional_text, "HMAC secret for HS256/384/512 tokens."),
     Setting(
         "jwt_public_key",
@@ -90,39 +92,53 @@ SETTINGS: tuple[Setting, ...] = (
         "jwt_algorithms",
         (),
         _csv_list,
-        "Comma-separated algorithm allow-list; default: every algorithm of the configured key kind.",
+        "Comma-separated algorithm allow-list; default: every algorithm of the key's kind.",
     ),
     Setting("jwt_issuer", None, _optional_text, "Required `iss` of tokens (unset: not checked)."),
     Setting(
         "jwt_audience",
         (),
         _csv_list,
-        "Accepted `aud` values, comma-separated (unset: `aud` not checked, with a start-up warning).",
+        "Accepted `aud` values, comma-separated (unset: not checked, with a start-up warning).",
     ),
     Setting("jwt_leeway", 30, _int, "Clock skew allowed for `exp`/`nbf`/`iat`, in seconds."),
     Setting("jwks_lifespan", 300, _int, "Seconds a fetched JWKS is cached."),
     Setting("jwks_timeout", 3.0, _float, "Seconds before a JWKS fetch gives up (503)."),
-    Setting("jwks_cooldown", 30, _int, "Minimum seconds between refetches caused by unknown `kid`s."),
+    Setting(
+        "jwks_cooldown", 30, _int, "Minimum seconds between refetches caused by unknown `kid`s."
+    ),
     Setting(
         "claims",
         "generic",
         _text,
         "Claim preset: generic, clerk, supabase, auth0 or keycloak (see README).",
     ),
-    Setting("claim_subject", None, _optional_text, "Dotted claim path of the subject (overrides preset)."),
-    Setting("claim_org", None, _optional_text, "Dotted claim path of the organisation (overrides preset)."),
-    Setting("claim_roles", None, _optional_text, "Dotted claim path of the roles (overrides preset)."),
+    Setting(
+        "claim_subject",
+        None,
+        _optional_text,
+        "Dotted claim path of the subject (overrides preset).",
+    ),
+    Setting(
+        "claim_org",
+        None,
+        _optional_text,
+        "Dotted claim path of the organisation (overrides preset).",
+    ),
+    Setting(
+        "claim_roles", None, _optional_text, "Dotted claim path of the roles (overrides preset)."
+    ),
     Setting(
         "trust_token_roles",
         False,
         _bool,
-        "When 1, roles in the token count as the subject's roles in the token's org for that request.",
+        "When 1, roles in the token count as the subject's roles in the token's org.",
     ),
     Setting(
         "default_role",
         None,
         _optional_text,
-        "Role given to a subject with no membership in the org (unset: such a subject gets nothing).",
+        "Role of a subject with no membership in the org (unset: such a subject gets nothing).",
     ),
     Setting(
         "decision_log",

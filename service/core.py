@@ -193,7 +193,8 @@ class Rolegate:
         if principal.org is not None:
             if check.org is not None and check.org != principal.org:
                 raise Forbidden(
-                    f"the token is for org {principal.org!r}, not {check.org!r}", code="org_mismatch"
+                    f"the token is for org {principal.org!r}, not {check.org!r}",
+                    code="org_mismatch",
                 )
             org = principal.org
         elif check.org is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 class RolegateError(Exception):
-    """Base error: a stable machine `code`, a human `message`, an HTTP status and a CLI exit code."""
+    """Base error: a stable `code`, a human `message`, an HTTP status and a CLI exit code."""
 
     code = "error"
     http_status = 500

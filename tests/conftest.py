@@ -78,7 +78,9 @@ class HttpClient:
             parsed = json.loads(text) if text else None
         except json.JSONDecodeError:
             parsed = None
-        return Response(response.status, {k.lower(): v for k, v in response.getheaders()}, parsed, text)
+        return Response(
+            response.status, {k.lower(): v for k, v in response.getheaders()}, parsed, text
+        )
 
     def get(self, path: str, **kwargs) -> Response:
         return self.request("GET", path, **kwargs)

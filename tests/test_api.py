@@ -76,7 +76,9 @@ def test_org_specific_deny_rule_overrides_inherited_allow(live):
     assert allowed(live.check("frank", "globex", "/documents/7", "read"))
     response = live.check("frank", "globex", "/documents/finance/q3", "read", explain=True)
     assert response.body["allowed"] is False
-    assert response.body["reason"]["rule"] == "p, contractor, globex, /documents/finance/*, read, deny"
+    assert (
+        response.body["reason"]["rule"] == "p, contractor, globex, /documents/finance/*, read, deny"
+    )
     assert response.body["reason"]["path"] == "frank -> contractor"
 
 
@@ -123,10 +125,14 @@ def test_batch_answers_in_order_against_one_revision(live):
         {"resource": "/documents/2", "action": "update", "owner": "bob"},
         {"resource": "/documents/2", "action": "update", "owner": "alice", "explain": True},
     ]
-    response = live.client.post("/v1/check/batch", {"checks": checks}, headers=live.auth("bob", "acme"))
+    response = live.client.post(
+        "/v1/check/batch", {"checks": checks}, headers=live.auth("bob", "acme")
+    )
     assert response.status == 200, response.text
     assert [item["allowed"] for item in response.body["results"]] == [False, True, True, False]
-    assert [item["resource"] for item in response.body["results"]] == [c["resource"] for c in checks]
+    assert [item["resource"] for item in response.body["results"]] == [
+        c["resource"] for c in checks
+    ]
     assert response.body["revision"] == live.core.engine.revision
     assert "reason" in response.body["results"][3] and "reason" not in response.body["results"][0]
 
@@ -136,7 +142,9 @@ def test_batch_limits(live):
     item = {"resource": "/projects/1", "action": "read"}
     ok = live.client.post("/v1/check/batch", {"checks": [item] * MAX_BATCH}, headers=auth)
     assert ok.status == 200 and len(ok.body["results"]) == MAX_BATCH
-    too_many = live.client.post("/v1/check/batch", {"checks": [item] * (MAX_BATCH + 1)}, headers=auth)
+    too_many = live.client.post(
+        "/v1/check/batch", {"checks": [item] * (MAX_BATCH + 1)}, headers=auth
+    )
     assert too_many.status == 413
     assert too_many.body["error"]["code"] == "payload_too_large"
     empty = live.client.post("/v1/check/batch", {"checks": []}, headers=auth)
@@ -181,20 +189,25 @@ def test_token_expired(live):
         {"sub": "bob", "org": "acme", "exp": int(time.time()) - 3600}, live.settings.jwt_secret
     )
     response = live.client.post(
-        "/v1/check", {"resource": "/p", "action": "read"}, headers={"Authorization": f"Bearer {token}"}
+        "/v1/check",
+        {"resource": "/p", "action": "read"},
+        headers={"Authorization": f"Bearer {token}"},
     )
     assert_error(response, 401, "token_expired")
 
 
 def test_issuer_and_audience_checked(make_live_server, settings):
-    server = make_live_server(settings.replace(jwt_issuer="https://id.example", jwt_audience=("rolegate",)))
+    server = make_live_server(
+        settings.replace(jwt_issuer="https://id.example", jwt_audience=("rolegate",))
+    )
     exp = int(time.time()) + 600
     good = {"sub": "bob", "org": "acme", "exp": exp, "iss": "https://id.example", "aud": "rolegate"}
 
     def call(claims):
         token = jwt.encode(claims, settings.jwt_secret)
         return server.client.post(
-            "/v1/check", {"resource": "/projects/1", "action": "read"},
+            "/v1/check",
+            {"resource": "/projects/1", "action": "read"},
             headers={"Authorization": f"Bearer {token}"},
         )
 
@@ -252,7 +265,9 @@ def test_authorization_header_over_8kb(live):
 
 def test_not_json(live):
     response = live.client.post(
-        "/v1/check", raw=b"resource=/p", headers={**live.auth("bob", "acme"), "Content-Type": "text/plain"}
+        "/v1/check",
+        raw=b"resource=/p",
+        headers={**live.auth("bob", "acme"), "Content-Type": "text/plain"},
     )
     assert_error(response, 415, "unsupported_media_type")
 
@@ -302,14 +317,16 @@ def test_role_change_applies_on_next_check(live):
 
     assert not allowed(live.check("carol", "acme", "/projects", "create"))
     live.core.store.apply(
-        ChangeSet(added=(("g", "carol", "editor", "acme"),), removed=(("g", "carol", "viewer", "acme"),)),
+        ChangeSet(
+            added=(("g", "carol", "editor", "acme"),), removed=(("g", "carol", "viewer", "acme"),)
+        ),
         actor="test",
     )
     assert live.core.refresh()
     assert allowed(live.check("carol", "acme", "/projects", "create"))
 
 
-# -- health and documents ---------------------------------------------------------------------------
+# -- health and documents ---------------------------------------------------------------
 
 
 def test_health_and_readiness(live):

@@ -39,7 +39,11 @@ def openapi():
 _STATUS = {"type": "object"}
 OPENAPI_PATHS = {
     "/healthz": {
-        "get": {"summary": "Liveness", "security": [], "responses": {"200": json_response("alive", _STATUS)}}
+        "get": {
+            "summary": "Liveness",
+            "security": [],
+            "responses": {"200": json_response("alive", _STATUS)},
+        }
     },
     "/readyz": {
         "get": {
@@ -52,6 +56,10 @@ OPENAPI_PATHS = {
         }
     },
     "/openapi.json": {
-        "get": {"summary": "This document", "security": [], "responses": {"200": json_response("OpenAPI 3.1", _STATUS)}}
+        "get": {
+            "summary": "This document",
+            "security": [],
+            "responses": {"200": json_response("OpenAPI 3.1", _STATUS)},
+        }
     },
 }

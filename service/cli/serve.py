@@ -37,7 +37,9 @@ def demo_settings(settings: Settings) -> Settings:
     if not os.environ.get("ROLEGATE_POLICY_DIR"):
         changes["policy_dir"] = str(default_policy_dir())
     if settings.jwt_public_key or settings.jwks_url:
-        raise ConfigError("--demo uses its own HS256 secret: unset ROLEGATE_JWT_PUBLIC_KEY/JWKS_URL")
+        raise ConfigError(
+            "--demo uses its own HS256 secret: unset ROLEGATE_JWT_PUBLIC_KEY/JWKS_URL"
+        )
     return settings.replace(**changes)
 
 

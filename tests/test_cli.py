@@ -1,0 +1,166 @@
+"""The command line as a user runs it: check, token, and serve --demo under real gunicorn."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from service.cli import main
+from service.config import REPO_ROOT
+
+POLICIES = str(REPO_ROOT / "policies")
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name in list(os.environ):
+        if name.startswith("ROLEGATE_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("ROLEGATE_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    return tmp_path
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_check_exit_codes_against_a_policy_dir(env):
+    allow = run("check", "bob", "acme", "/projects/1", "update", "--policy-dir", POLICIES)
+    assert (allow.exit_code, allow.output.strip()) == (0, "allow")
+    deny = run("check", "bob", "acme", "/projects/1", "delete", "--policy-dir", POLICIES)
+    assert (deny.exit_code, deny.output.strip()) == (1, "deny")
+    explained = run(
+        "check",
+        "bob",
+        "acme",
+        "/documents/3",
+        "update",
+        "--owner",
+        "bob",
+        "--explain",
+        "--policy-dir",
+        POLICIES,
+    )
+    assert explained.exit_code == 0
+    assert "p, owner, *, /documents/:id, update, allow" in explained.output
+    assert "path: bob -> owner" in explained.output
+
+
+def test_check_against_the_store(env):
+    from service.config import Settings
+    from service.core import Rolegate
+
+    core = Rolegate.from_settings(Settings.from_env(policy_dir=POLICIES), with_identity=False)
+    core.sync_policies()
+    core.close()
+    assert run("check", "alice", "acme", "/projects/1", "delete").exit_code == 0
+    assert run("check", "alice", "globex", "/projects/1", "delete").exit_code == 1
+
+
+def test_check_errors_exit_2_with_file_and_line(env):
+    bad = env / "bad"
+    bad.mkdir()
+    (bad / "org.csv").write_text("g, alice, admin, acme\np, alice, acme, /x, read\n")
+    result = CliRunner().invoke(
+        main, ["check", "a", "acme", "/x", "read", "--policy-dir", str(bad)]
+    )
+    assert result.exit_code == 2
+    assert "org.csv:2" in result.output
+    empty = CliRunner().invoke(main, ["check", "a", "acme", "", "read", "--policy-dir", POLICIES])
+    assert empty.exit_code == 2
+    assert "resource: must not be empty" in empty.output
+
+
+def test_token_requires_a_secret(env):
+    result = CliRunner().invoke(main, ["token", "--sub", "alice", "--org", "acme"])
+    assert result.exit_code == 2
+    assert "ROLEGATE_JWT_SECRET" in result.output
+
+
+def test_token_round_trip(env, monkeypatch):
+    import jwt
+
+    monkeypatch.setenv("ROLEGATE_JWT_SECRET", "s" * 40)
+    result = run("token", "--sub", "alice", "--org", "acme", "--role", "editor", "--ttl", "15m")
+    assert result.exit_code == 0
+    claims = jwt.decode(result.output.strip(), "s" * 40, algorithms=["HS256"])
+    assert (claims["sub"], claims["org"], claims["roles"]) == ("alice", "acme", ["editor"])
+    assert 14 * 60 <= claims["exp"] - time.time() <= 15 * 60
+    bad_ttl = CliRunner().invoke(main, ["token", "--sub", "a", "--ttl", "soon"])
+    assert bad_ttl.exit_code == 2
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_serve_demo_prints_a_curl_line_that_works(tmp_path: Path):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROLEGATE_")}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "serve",
+            "--demo",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        output = ""
+        deadline = time.time() + 60
+        while "curl" not in output and time.time() < deadline:
+            line = process.stdout.readline()
+            if not line:
+                break
+            output += line
+        match = re.search(r"Authorization: Bearer ([\w.-]+)", output)
+        assert match, output
+        body = re.search(r"-d '(\{.*\})'", output).group(1)
+        status, answer = None, None
+        while time.time() < deadline:
+            try:
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                connection.request(
+                    "POST",
+                    "/v1/check",
+                    body=body,
+                    headers={
+                        "Authorization": f"Bearer {match.group(1)}",
+                        "Content-Type": "application/json",
+                    },
+                )
+                response = connection.getresponse()
+                status, answer = response.status, json.loads(response.read())
+                break
+            except OSError:
+                time.sleep(0.2)
+        assert status == 200, answer
+        assert answer["allowed"] is True and answer["subject"] == "alice"
+        assert (tmp_path / ".rolegate" / "demo-secret").stat().st_mode & 0o777 == 0o600
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
