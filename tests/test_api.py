@@ -337,3 +337,32 @@ def test_health_and_readiness(live):
     assert ready.body["revision"] == live.core.engine.revision
     assert ready.body["rules"] == live.core.engine.snapshot.rule_count > 20
     assert ready.body["engine_mode"] == "fast"
+
+
+# -- JWKS over HTTP: the key server is real, and its failure never allows -------------------------
+
+
+def test_jwks_unknown_key_and_key_server_down(make_live_server, settings):
+    import json as json_module
+
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from jwks_server import JWKSServer
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public_jwk = json_module.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+    keys = JWKSServer()
+    keys.keys = [{**public_jwk, "kid": "k1", "use": "sig", "alg": "RS256"}]
+    server = make_live_server(
+        settings.replace(jwt_secret=None, jwks_url=keys.url, jwks_timeout=1.0, jwks_cooldown=0)
+    )
+    claims = {"sub": "bob", "org": "acme", "exp": int(time.time()) + 600}
+    body = {"resource": "/projects/1", "action": "read"}
+
+    def call(kid: str):
+        token = jwt.encode(claims, key, algorithm="RS256", headers={"kid": kid})
+        return server.client.post("/v1/check", body, headers={"Authorization": f"Bearer {token}"})
+
+    assert allowed(call("k1"))
+    assert_error(call("k2"), 401, "unknown_key")
+    keys.stop()
+    assert_error(call("k3"), 503, "key_server_unavailable")

@@ -164,3 +164,20 @@ def test_serve_demo_prints_a_curl_line_that_works(tmp_path: Path):
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
+
+
+def test_serve_stops_on_a_policy_file_that_does_not_parse(env, monkeypatch):
+    bad = env / "bad"
+    bad.mkdir()
+    (bad / "acme.csv").write_text("# members\ng, alice, admin, acme\ng, bob, editor\n")
+    monkeypatch.setenv("ROLEGATE_POLICY_DIR", str(bad))
+    monkeypatch.setenv("ROLEGATE_JWT_SECRET", "s" * 40)
+    result = CliRunner().invoke(main, ["serve", "--sync-policies", "--port", "1"])
+    assert result.exit_code == 2
+    assert f"{bad / 'acme.csv'}:3" in result.output or "acme.csv:3" in result.output
+
+
+def test_serve_without_a_key_source_explains_what_to_set(env):
+    result = CliRunner().invoke(main, ["serve", "--port", "1"])
+    assert result.exit_code == 2
+    assert "ROLEGATE_JWT_SECRET" in result.output
