@@ -1,0 +1,48 @@
+"""Policy storage: the SQL store (rules, revision, change log) and the policy CSV files."""
+
+from .csvfiles import (
+    MAX_POLICY_FILE_BYTES,
+    Location,
+    PolicyProblem,
+    SourcedRule,
+    format_rule_line,
+    read_policy_dir,
+    read_policy_file,
+    scan_policy_dir,
+    scan_policy_file,
+    write_policy_dir,
+)
+from .db import casbin_rule, change_log, init_schema, make_engine, metadata, policy_state
+from .policies import (
+    ChangeEntry,
+    ChangeSet,
+    PolicyStore,
+    entry_hash,
+    rule_problem,
+    validate_rule,
+)
+
+__all__ = [
+    "MAX_POLICY_FILE_BYTES",
+    "ChangeEntry",
+    "ChangeSet",
+    "Location",
+    "PolicyProblem",
+    "PolicyStore",
+    "SourcedRule",
+    "casbin_rule",
+    "change_log",
+    "entry_hash",
+    "format_rule_line",
+    "init_schema",
+    "make_engine",
+    "metadata",
+    "policy_state",
+    "read_policy_dir",
+    "read_policy_file",
+    "rule_problem",
+    "scan_policy_dir",
+    "scan_policy_file",
+    "validate_rule",
+    "write_policy_dir",
+]

@@ -1,0 +1,377 @@
+"""Policy CSV files: reading (with `file:line` errors) and the canonical export.
+
+A policy file holds one Casbin rule per line, in Casbin's line form:
+
+    # comment lines and blank lines are skipped
+    g, alice, admin, acme
+    p, viewer, *, /projects/*, read, allow
+
+We read with a real CSV reader (quotes honoured, values stripped) and refuse every value that
+Casbin's own tokenizer (`casbin.persist.adapter.load_policy_line`) would read differently: it does
+not honour quotes, does not split on commas inside `()`/`[]`, aborts on an unmatched `)` and keeps
+a trailing `# comment` inside the last value. `scan_*` collect every problem (for linters);
+`read_*` raise PolicyError for the first one, in file order.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import PolicyError
+from ..rules import TEMPLATE_DOMAIN, Rule, format_rule, rule_domain, sort_key
+from .policies import _control_char, rule_problem, validate_rule
+
+__all__ = [
+    "MAX_POLICY_FILE_BYTES",
+    "ROLES_FILE",
+    "Location",
+    "PolicyProblem",
+    "SourcedRule",
+    "format_rule_line",
+    "read_policy_dir",
+    "read_policy_file",
+    "scan_policy_dir",
+    "scan_policy_file",
+    "write_policy_dir",
+]
+
+MAX_POLICY_FILE_BYTES = 10 * 1024 * 1024
+ROLES_FILE = "roles.csv"  # rules of the template domain `*`
+EXCLUDED_DIRS = frozenset({"tests"})
+_SAFE_ORG_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+_WINDOWS_RESERVED = frozenset(
+    {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
+)
+
+
+@dataclass(frozen=True)
+class Location:
+    path: str
+    line: int
+    column: int = 1
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}"
+
+
+@dataclass(frozen=True)
+class SourcedRule:
+    rule: Rule
+    location: Location
+
+
+@dataclass(frozen=True)
+class PolicyProblem:
+    """One thing wrong in a policy file. `code` is stable (for linters), `message` says the fix."""
+
+    location: Location
+    code: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.location}: {self.message}"
+
+    def to_error(self) -> PolicyError:
+        error = PolicyError(self.message, location=str(self.location))
+        error.problem = self  # type: ignore[attr-defined]
+        error.problem_code = self.code  # type: ignore[attr-defined]
+        return error
+
+
+def format_rule_line(rule: Rule) -> str:
+    """Casbin's line form with its `, ` spacing: `p, editor, *, /projects/*, update, allow`."""
+    return format_rule(tuple(rule))
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _field_starts(line: str) -> list[int]:
+    """0-based offsets where each CSV field's text starts (leading spaces skipped)."""
+    starts = []
+    position = 0
+    in_quotes = False
+    field_start = 0
+    for position, char in enumerate(line):
+        if char == '"':
+            in_quotes = not in_quotes
+        elif char == "," and not in_quotes:
+            starts.append(field_start)
+            field_start = position + 1
+    starts.append(field_start)
+    result = []
+    for start in starts:
+        while start < len(line) and line[start] in " \t":
+            start += 1
+        result.append(start)
+    return result
+
+
+def _parse_line(
+    line: str, path: str, number: int
+) -> tuple[SourcedRule | None, PolicyProblem | None]:
+    def problem(code: str, message: str, column: int = 1):
+        return None, PolicyProblem(Location(path, number, column), code, message)
+
+    # Control characters first: str.strip() and the csv module would silently eat some of them.
+    char = _control_char(line.replace("\t", " "))
+    if char is not None:
+        return problem(
+            "control-char",
+            f"control or invisible character U+{ord(char):04X}: remove it (save the file as "
+            "plain text)",
+            line.index(char) + 1,
+        )
+    try:
+        fields = next(csv.reader([line], skipinitialspace=True, strict=True))
+    except csv.Error as exc:
+        return problem(
+            "syntax",
+            f'malformed quoting ({exc}): quote a whole value as "..." or, better, use no quotes',
+        )
+    values = tuple(value.strip() for value in fields)
+    found = rule_problem(values)
+    if found is not None:
+        code, message, index = found
+        starts = _field_starts(line)
+        column = starts[index] + 1 if index < len(starts) else 1
+        return problem(code, message, column)
+    return SourcedRule(values, Location(path, number)), None
+
+
+def _line_of(data: bytes, offset: int) -> tuple[int, int]:
+    """1-based (line, byte column) of byte `offset`, counting \r\n, \r and \n as line ends."""
+    before = data[:offset].replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    line_start = before.rfind(b"\n") + 1
+    return before.count(b"\n") + 1, len(before) - line_start + 1
+
+
+def _read_bytes(path: Path, shown: str) -> tuple[bytes | None, PolicyProblem | None]:
+    limit = MAX_POLICY_FILE_BYTES
+    try:
+        size = path.stat().st_size
+        if size <= limit:
+            with path.open("rb") as handle:
+                data = handle.read(limit + 1)
+            size = len(data)
+    except FileNotFoundError:
+        return None, PolicyProblem(Location(shown, 1), "unreadable", "file not found")
+    except OSError as exc:
+        return None, PolicyProblem(
+            Location(shown, 1), "unreadable", f"cannot read the file: {exc.strerror or exc}"
+        )
+    if size > limit:
+        return None, PolicyProblem(
+            Location(shown, 1),
+            "too-large",
+            f"the file is {size} bytes, more than the {limit}-byte limit: split it per org",
+        )
+    return data, None
+
+
+def scan_policy_file(
+    path: Path, *, display: str | None = None
+) -> tuple[list[SourcedRule], list[PolicyProblem]]:
+    """Every rule of one file and every problem found in it (file-level problems stop the scan)."""
+    path = Path(path)
+    shown = display if display is not None else str(path)
+    data, problem = _read_bytes(path, shown)
+    if problem is not None:
+        return [], [problem]
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        line, column = _line_of(data, nul)
+        return [], [
+            PolicyProblem(
+                Location(shown, line, column),
+                "binary",
+                "the file contains NUL bytes: it is binary (or UTF-16), not a policy CSV file; "
+                "save it as UTF-8 text",
+            )
+        ]
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line, column = _line_of(data, exc.start)
+        return [], [
+            PolicyProblem(
+                Location(shown, line, column),
+                "encoding",
+                f"not valid UTF-8 (byte 0x{data[exc.start]:02X} at column {column}): "
+                "save the file as UTF-8",
+            )
+        ]
+    rules: list[SourcedRule] = []
+    problems: list[PolicyProblem] = []
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    for number, line in enumerate(lines, start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        sourced, problem = _parse_line(line, shown, number)
+        if problem is not None:
+            problems.append(problem)
+        else:
+            rules.append(sourced)
+    return rules, problems
+
+
+def read_policy_file(path: Path) -> list[SourcedRule]:
+    """The rules of one file; PolicyError (`file:line: what is wrong`) for the first problem."""
+    rules, problems = scan_policy_file(Path(path))
+    if problems:
+        raise problems[0].to_error()
+    return rules
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        return path.resolve().is_relative_to(root)
+    except (OSError, RuntimeError):  # dangling link loops
+        return False
+
+
+def _policy_files(directory: Path) -> tuple[list[Path], list[PolicyProblem]]:
+    """`*.csv` under `directory` (not in `tests/` or hidden directories), sorted by path."""
+    root = directory.resolve()
+    files: list[Path] = []
+    problems: list[PolicyProblem] = []
+    for current, dirnames, filenames in os.walk(directory, followlinks=False):
+        current_path = Path(current)
+        kept = []
+        for name in sorted(dirnames):
+            if name in EXCLUDED_DIRS or name.startswith("."):
+                continue
+            child = current_path / name
+            if child.is_symlink():
+                # Never followed; one pointing outside is reported, one inside is read directly.
+                if not _inside(child, root):
+                    problems.append(
+                        PolicyProblem(
+                            Location(str(child), 1),
+                            "symlink-outside",
+                            f"symbolic link to {os.readlink(child)!r}, outside {directory}: "
+                            "copy the files into the policy directory instead",
+                        )
+                    )
+                continue
+            kept.append(name)
+        dirnames[:] = kept
+        for name in filenames:
+            if not name.endswith(".csv"):
+                continue
+            path = current_path / name
+            if path.is_symlink() and not _inside(path, root):
+                problems.append(
+                    PolicyProblem(
+                        Location(str(path), 1),
+                        "symlink-outside",
+                        f"symbolic link to {os.readlink(path)!r}, outside {directory}: "
+                        "copy the file into the policy directory instead",
+                    )
+                )
+                continue
+            files.append(path)
+    files.sort(key=lambda path: path.relative_to(directory).as_posix())
+    return files, problems
+
+
+def scan_policy_dir(directory: Path) -> tuple[list[SourcedRule], list[PolicyProblem]]:
+    """Every rule and every problem of the policy files under `directory`, in path order.
+
+    Raises PolicyError only when `directory` itself is missing or not a directory.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        what = "is not a directory" if directory.exists() else "does not exist"
+        raise PolicyError(
+            f"the policy directory {directory} {what}: create it or set ROLEGATE_POLICY_DIR",
+            location=str(directory),
+        )
+    files, problems = _policy_files(directory)
+    rules: list[SourcedRule] = []
+    for path in files:
+        file_rules, file_problems = scan_policy_file(path)
+        rules.extend(file_rules)
+        problems.extend(file_problems)
+    problems.sort(
+        key=lambda problem: (
+            Path(problem.location.path).relative_to(directory).as_posix(),
+            problem.location.line,
+        )
+    )
+    return rules, problems
+
+
+def read_policy_dir(directory: Path) -> list[SourcedRule]:
+    """The rules of every policy file under `directory`; PolicyError for the first problem."""
+    rules, problems = scan_policy_dir(directory)
+    if problems:
+        raise problems[0].to_error()
+    return rules
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def org_file_name(org: str) -> str:
+    """`roles.csv` for the template domain, `<org>.csv` otherwise; PolicyError when unsafe."""
+    if org == TEMPLATE_DOMAIN:
+        return ROLES_FILE
+    if (
+        not _SAFE_ORG_FILE_NAME.fullmatch(org)
+        or org.lower() == ROLES_FILE.removesuffix(".csv")
+        or org.lower().split(".")[0] in _WINDOWS_RESERVED
+    ):
+        raise PolicyError(
+            f"cannot export org {org!r} to a file: an org file name uses letters, digits, "
+            "`.`, `_` and `-` (starting with a letter or digit, at most 100 characters) and "
+            "may not be `roles` (the template file); rename the org"
+        )
+    return f"{org}.csv"
+
+
+def _render(rules: list[Rule]) -> str:
+    groups = [
+        [format_rule_line(rule) for rule in rules if rule[0] == "g"],
+        [format_rule_line(rule) for rule in rules if rule[0] == "p"],
+    ]
+    return "\n\n".join("\n".join(lines) for lines in groups if lines) + "\n"
+
+
+def write_policy_dir(directory: Path, rules: Iterable[Rule]) -> list[Path]:
+    """Canonical export: `roles.csv` for `*` and `<org>.csv` per org, sorted, g lines first.
+
+    Byte-identical for the same rule set. Every rule is validated and every file name checked
+    before anything is written; files are replaced atomically. Files of orgs not in `rules`
+    are left alone (remove them yourself when they should go). Returns the written paths.
+    """
+    directory = Path(directory)
+    by_org: dict[str, set[Rule]] = {}
+    for rule in rules:
+        rule = validate_rule(rule)
+        by_org.setdefault(rule_domain(rule), set()).add(rule)
+    names = {org: org_file_name(org) for org in by_org}
+    folded: dict[str, str] = {}
+    for org, name in names.items():
+        other = folded.setdefault(name.lower(), org)
+        if other != org:
+            raise PolicyError(
+                f"orgs {other!r} and {org!r} differ only in case: their files would collide on "
+                "case-insensitive file systems"
+            )
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for org in sorted(by_org, key=lambda org: (org != TEMPLATE_DOMAIN, org)):
+        path = directory / names[org]
+        content = _render(sorted(by_org[org], key=sort_key)).encode("utf-8")
+        temporary = directory / f".{names[org]}.tmp"
+        temporary.write_bytes(content)
+        os.replace(temporary, path)
+        written.append(path)
+    return written

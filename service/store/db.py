@@ -1,0 +1,138 @@
+"""Engine construction and the policy store schema (SQLAlchemy Core).
+
+The tables are declared here, in one place; the database gets them through the Alembic
+migrations in `service/store/migrations/` (tests check the two agree). Other modules may declare
+their own tables on `metadata`; each needs a migration too.
+
+- `casbin_rule`: the exact table of `sqlalchemy_adapter` (id, ptype, v0..v5, all `String(255)`),
+  so Casbin's own adapter can read and write the same rows, plus indexes for exact-row lookups
+  and for "load the rules of these domains" (the domain is v1 for `p` and v2 for `g`).
+- `policy_state`: one row (id = 1) holding the store's revision.
+- `change_log`: one row per added or removed rule, chained by SHA-256 hashes.
+
+SQLite engines get WAL, a 5 s busy timeout and foreign keys on every connection, and we emit
+`BEGIN` ourselves so that a writer can ask for `BEGIN IMMEDIATE` (execution option
+`WRITE_TRANSACTION`): it takes the write lock before reading the revision, so two writers queue
+on the busy timeout instead of failing on a stale snapshot.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+
+# Connection execution option: start the transaction as a writer (SQLite `BEGIN IMMEDIATE`).
+WRITE_TRANSACTION = "rolegate_write"
+
+SQLITE_BUSY_TIMEOUT_MS = 5000
+PG_CONNECT_TIMEOUT_S = 5
+# PostgreSQL NOTIFY channel; the payload is the new revision, sent when a change set commits.
+NOTIFY_CHANNEL = "rolegate_policy"
+VALUE_COLUMNS = ("v0", "v1", "v2", "v3", "v4", "v5")
+VALUE_WIDTH = 255  # sqlalchemy_adapter's String(255)
+STATE_ROW_ID = 1
+GENESIS_HASH = "0" * 64
+
+metadata = sa.MetaData()
+
+casbin_rule = sa.Table(
+    "casbin_rule",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("ptype", sa.String(VALUE_WIDTH)),
+    *(sa.Column(name, sa.String(VALUE_WIDTH)) for name in VALUE_COLUMNS),
+    # Exact-row lookups and deletes (ptype + the leading values narrow to a handful of rows).
+    sa.Index("ix_casbin_rule_exact", "ptype", "v0", "v1", "v2", "v3"),
+    # "Rules of these domains": p rules carry the domain in v1, g rules in v2.
+    sa.Index("ix_casbin_rule_p_domain", "v1", "ptype"),
+    sa.Index("ix_casbin_rule_g_domain", "v2", "ptype"),
+)
+
+policy_state = sa.Table(
+    "policy_state",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("revision", sa.BigInteger, nullable=False, server_default=sa.text("0")),
+    sa.CheckConstraint(f"id = {STATE_ROW_ID}", name="ck_policy_state_single_row"),
+)
+
+change_log = sa.Table(
+    "change_log",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("revision", sa.BigInteger, nullable=False),
+    # UTC, ISO 8601 with microseconds ("2025-01-31T12:00:00.000000+00:00"): exact round trip on
+    # every backend (the hash covers it) and sorts lexicographically.
+    sa.Column("at", sa.String(32), nullable=False),
+    sa.Column("actor", sa.String(VALUE_WIDTH), nullable=False),
+    sa.Column("operation", sa.String(8), nullable=False),  # "add" | "remove"
+    sa.Column("ptype", sa.String(VALUE_WIDTH), nullable=False),
+    # Casbin line form: "p, editor, acme, /x, read, allow"
+    sa.Column("rule", sa.Text, nullable=False),
+    sa.Column("org", sa.String(VALUE_WIDTH), nullable=False),
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+    sa.CheckConstraint("operation IN ('add', 'remove')", name="ck_change_log_operation"),
+    sa.Index("ix_change_log_revision", "revision"),
+    sa.Index("ix_change_log_org", "org", "id"),
+    sa.Index("ix_change_log_at", "at"),
+)
+
+
+def make_engine(url: str) -> sa.Engine:
+    """Create an engine for `url` (SQLite file or PostgreSQL), configured for the policy store.
+
+    SQLite: the file's parent directory is created; every connection gets WAL journaling,
+    `busy_timeout` 5000 ms and foreign keys. PostgreSQL: `pool_pre_ping` so dead connections are
+    replaced instead of failing the first request after a database restart.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:" and not database.startswith("file:"):
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(parsed)
+        _configure_sqlite(engine)
+        return engine
+    return sa.create_engine(
+        parsed,
+        pool_pre_ping=True,
+        connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_S, "application_name": "rolegate"},
+    )
+
+
+def _configure_sqlite(engine: sa.Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):
+        # Take transaction control away from the sqlite3 module: we emit BEGIN in "begin" below.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA foreign_keys=ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection):
+        if connection.get_execution_options().get(WRITE_TRANSACTION):
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            connection.exec_driver_sql("BEGIN")
+
+
+def is_postgresql(engine: sa.Engine) -> bool:
+    return engine.dialect.name == "postgresql"
+
+
+def init_schema(engine: sa.Engine) -> None:
+    """Make sure the schema is this release's: an empty database is migrated to the current
+    version; a database with older, unversioned or newer tables raises `SchemaError` (see
+    `service.store.schema`)."""
+    from .schema import ensure_schema
+
+    ensure_schema(engine)
