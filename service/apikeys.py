@@ -1,0 +1,310 @@
+"""API keys (service accounts): the `api_keys` table, key minting and `ApiKey` authentication.
+
+A key reads `rgk_<id>_<secret>`. Only `HMAC-SHA256(server key, "<id>.<secret>")` is stored, so a
+database dump reveals no usable key; lookup is by `id` (primary key) and the comparison is
+constant-time. The server key is `ROLEGATE_API_KEY_SECRET`, else a random key generated once in
+the data dir (file `api-key-secret`, mode 600): every process that verifies keys must share it.
+
+A key's roles are ordinary `g, apikey:<id>, <role>, <org>` rules in the policy store (written by
+`service.admin`), so the engine decides for a key exactly as for a user; this module only keeps
+the key row and answers "is this key valid right now". The row is read on every authentication,
+so a revoked or expired key is refused at once by every worker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+import re
+import secrets
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from .config import Settings
+from .errors import AuthenticationError, ConfigError, StoreUnavailable
+from .identity import Principal
+from .store.db import VALUE_WIDTH, WRITE_TRANSACTION, metadata
+
+log = logging.getLogger("rolegate.apikeys")
+
+KEY_PREFIX = "rgk_"
+SUBJECT_PREFIX = "apikey:"
+SECRET_FILE = "api-key-secret"
+MAX_KEY_CHARS = 200
+MIN_SERVER_KEY_BYTES = 32
+_KEY = re.compile(r"rgk_([0-9a-f]{16})_([A-Za-z0-9_-]{20,100})")
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.String(16), primary_key=True),
+    sa.Column("org", sa.String(VALUE_WIDTH), nullable=False),
+    sa.Column("name", sa.String(VALUE_WIDTH), nullable=False),
+    sa.Column("roles", sa.Text, nullable=False),  # JSON list of role names
+    sa.Column("key_hash", sa.String(64), nullable=False),
+    # Instants as in change_log: UTC ISO 8601 text with microseconds (sorts, round-trips).
+    sa.Column("created_at", sa.String(32), nullable=False),
+    sa.Column("created_by", sa.String(VALUE_WIDTH), nullable=False),
+    sa.Column("expires_at", sa.String(32), nullable=True),
+    sa.Column("revoked_at", sa.String(32), nullable=True),
+    sa.Index("ix_api_keys_org", "org"),
+)
+
+
+def format_instant(moment: datetime) -> str:
+    """UTC ISO 8601 with microseconds; naive datetimes are taken as UTC."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def now_text() -> str:
+    return format_instant(datetime.now(UTC))
+
+
+def key_subject(key_id: str) -> str:
+    """The policy subject of a key: `apikey:<id>`."""
+    return SUBJECT_PREFIX + key_id
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """One key row, without its hash."""
+
+    id: str
+    org: str
+    name: str
+    roles: tuple[str, ...]
+    created_at: str
+    created_by: str
+    expires_at: str | None
+    revoked_at: str | None
+
+    @property
+    def subject(self) -> str:
+        return key_subject(self.id)
+
+    def state(self, at: str | None = None) -> str:
+        """`active`, `expired` or `revoked`."""
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= (at or now_text()):
+            return "expired"
+        return "active"
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.id,
+            "org": self.org,
+            "name": self.name,
+            "roles": list(self.roles),
+            "created_at": self.created_at,
+            "created_by": self.created_by,
+            "expires_at": self.expires_at,
+            "revoked_at": self.revoked_at,
+            "state": self.state(),
+        }
+
+
+def _row_key(row) -> ApiKey:
+    return ApiKey(
+        id=row.id,
+        org=row.org,
+        name=row.name,
+        roles=tuple(json.loads(row.roles)),
+        created_at=row.created_at,
+        created_by=row.created_by,
+        expires_at=row.expires_at,
+        revoked_at=row.revoked_at,
+    )
+
+
+def server_key(settings: Settings) -> bytes:
+    """`ROLEGATE_API_KEY_SECRET`, else the data dir's generated key (created once, mode 600)."""
+    if settings.api_key_secret:
+        value = settings.api_key_secret.encode("utf-8")
+        if len(value) < MIN_SERVER_KEY_BYTES:
+            raise ConfigError(
+                f"ROLEGATE_API_KEY_SECRET: at least {MIN_SERVER_KEY_BYTES} bytes, got {len(value)}"
+            )
+        return value
+    path = Path(settings.data_dir) / SECRET_FILE
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass  # another process created it first: read theirs
+        else:
+            with os.fdopen(descriptor, "w") as handle:
+                handle.write(secrets.token_urlsafe(48) + "\n")
+    try:
+        value = path.read_text().strip().encode("utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read the API key secret {path}: {exc.strerror}") from None
+    if len(value) < MIN_SERVER_KEY_BYTES:
+        raise ConfigError(f"{path}: the API key secret is too short; delete it to regenerate")
+    return value
+
+
+def _unauthorized(message: str, code: str = "invalid_api_key") -> AuthenticationError:
+    return AuthenticationError(message, code=code)
+
+
+class ApiKeyStore:
+    """Key rows in the policy store's database; minting, listing, revoking, authenticating."""
+
+    def __init__(self, engine: sa.Engine, secret: bytes):
+        self._engine = engine
+        self._secret = secret
+        self._ensure_table()
+
+    @classmethod
+    def from_settings(cls, engine: sa.Engine, settings: Settings) -> ApiKeyStore:
+        return cls(engine, server_key(settings))
+
+    def _ensure_table(self) -> None:
+        try:
+            with _transaction(self._engine, write=True) as conn:
+                api_keys.create(conn, checkfirst=True)
+        except (sa.exc.ProgrammingError, sa.exc.IntegrityError):
+            pass  # created concurrently by another process (PostgreSQL)
+
+    def _digest(self, key_id: str, secret: str) -> str:
+        return hmac.new(self._secret, f"{key_id}.{secret}".encode(), hashlib.sha256).hexdigest()
+
+    # -- writes -------------------------------------------------------------------------------
+
+    @staticmethod
+    def new_id() -> str:
+        return secrets.token_hex(8)
+
+    def insert(
+        self,
+        key_id: str,
+        *,
+        org: str,
+        name: str,
+        roles: Sequence[str],
+        created_by: str,
+        expires_at: str | None,
+    ) -> tuple[ApiKey, str]:
+        """Store a new key row; returns it and the full key `rgk_<id>_<secret>` (shown once)."""
+        secret = secrets.token_urlsafe(32)
+        row = {
+            "id": key_id,
+            "org": org,
+            "name": name,
+            "roles": json.dumps(list(roles)),
+            "key_hash": self._digest(key_id, secret),
+            "created_at": now_text(),
+            "created_by": created_by,
+            "expires_at": expires_at,
+            "revoked_at": None,
+        }
+        with self._write() as conn:
+            conn.execute(sa.insert(api_keys).values(**row))
+        log.info("api key %s created in org %s by %s", key_id, org, created_by)
+        created = ApiKey(
+            id=key_id,
+            org=org,
+            name=name,
+            roles=tuple(roles),
+            created_at=row["created_at"],
+            created_by=created_by,
+            expires_at=expires_at,
+            revoked_at=None,
+        )
+        return created, f"{KEY_PREFIX}{key_id}_{secret}"
+
+    def delete(self, key_id: str) -> None:
+        """Remove a row outright (only to undo a creation whose policy write failed)."""
+        with self._write() as conn:
+            conn.execute(sa.delete(api_keys).where(api_keys.c.id == key_id))
+
+    def revoke(self, key_id: str) -> ApiKey | None:
+        """Mark a key revoked (kept for audit); None when there is no such key."""
+        with self._write() as conn:
+            conn.execute(
+                sa.update(api_keys)
+                .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+                .values(revoked_at=now_text())
+            )
+            row = conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id)).first()
+        if row is not None:
+            log.info("api key %s revoked", key_id)
+        return None if row is None else _row_key(row)
+
+    def revoke_org(self, org: str) -> int:
+        """Revoke every active key of `org` (offboarding); returns how many."""
+        with self._write() as conn:
+            result = conn.execute(
+                sa.update(api_keys)
+                .where(api_keys.c.org == org, api_keys.c.revoked_at.is_(None))
+                .values(revoked_at=now_text())
+            )
+        return result.rowcount or 0
+
+    def _write(self):
+        return _transaction(self._engine, write=True)
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def get(self, key_id: str) -> ApiKey | None:
+        with _transaction(self._engine, write=False) as conn:
+            row = conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id)).first()
+        return None if row is None else _row_key(row)
+
+    def list(self, org: str) -> list[ApiKey]:
+        stmt = sa.select(api_keys).where(api_keys.c.org == org).order_by(api_keys.c.created_at)
+        with _transaction(self._engine, write=False) as conn:
+            return [_row_key(row) for row in conn.execute(stmt)]
+
+    def authenticate(self, key: str) -> Principal:
+        """The principal of a valid key; AuthenticationError (401) otherwise. Never logs `key`."""
+        match = _KEY.fullmatch(key.strip()) if isinstance(key, str) else None
+        if match is None or len(key) > MAX_KEY_CHARS:
+            raise _unauthorized("the API key is malformed: expected rgk_<id>_<secret>")
+        key_id, secret = match.groups()
+        with _transaction(self._engine, write=False) as conn:
+            row = conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id)).first()
+        # Compute the digest even for unknown ids, so timing does not tell which ids exist.
+        digest = self._digest(key_id, secret)
+        expected = row.key_hash if row is not None else "0" * 64
+        if not hmac.compare_digest(digest, expected) or row is None:
+            log.info("api key %s refused: unknown id or wrong secret", key_id)
+            raise _unauthorized("the API key is not valid")
+        state = _row_key(row).state()
+        if state == "revoked":
+            raise _unauthorized("the API key has been revoked", "api_key_revoked")
+        if state == "expired":
+            raise _unauthorized("the API key has expired", "api_key_expired")
+        return Principal(
+            subject=key_subject(key_id),
+            org=row.org,
+            roles=(),
+            issuer=None,
+            key_id=key_id,
+            kind="api_key",
+        )
+
+
+@contextmanager
+def _transaction(engine: sa.Engine, *, write: bool) -> Iterator[sa.Connection]:
+    """One transaction; SQLite writers take the write lock up front (BEGIN IMMEDIATE)."""
+    try:
+        with engine.connect() as conn:
+            if write:
+                conn.execution_options(**{WRITE_TRANSACTION: True})
+            with conn.begin():
+                yield conn
+    except sa.exc.OperationalError as exc:
+        raise StoreUnavailable("API key store unavailable") from exc
