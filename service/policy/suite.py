@@ -1,0 +1,215 @@
+"""Policy test suites: YAML files of expected decisions, run against a policy (`rolegate test`).
+
+    # policies/tests/seed.yaml
+    name: seed scenario            # optional
+    cases:
+      - name: admins delete projects   # optional
+        subject: alice
+        org: acme
+        resource: /projects/42
+        action: delete
+        owner: alice                   # optional: the resource's owner
+        expect: allow                  # allow | deny
+
+Every value is a string (quote YAML's `yes`/`no`/numbers); unknown keys are errors, so a typo
+never silently drops an expectation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from ..engine import CheckRequest, Decision, Engine
+from ..errors import PolicyError
+
+SUITE_SUFFIXES = (".yaml", ".yml")
+MAX_SUITE_BYTES = 10 * 1024 * 1024
+REQUIRED = ("subject", "org", "resource", "action", "expect")
+OPTIONAL = ("name", "owner")
+EXPECTATIONS = ("allow", "deny")
+_LINE = "__line__"
+
+
+@dataclass(frozen=True)
+class SuiteCase:
+    """One expected decision, with where it is written."""
+
+    path: str
+    line: int
+    index: int
+    subject: str
+    org: str
+    resource: str
+    action: str
+    expect: str
+    owner: str = ""
+    name: str = ""
+
+    @property
+    def id(self) -> str:
+        return f"{self.path}::{self.name or f'case {self.index}'}"
+
+    def request(self) -> CheckRequest:
+        return CheckRequest(self.subject, self.org, self.resource, self.action, self.owner)
+
+    def describe(self) -> str:
+        owner = f" (owner {self.owner})" if self.owner else ""
+        return f"{self.subject} {self.action} {self.resource} in {self.org}{owner}"
+
+
+@dataclass(frozen=True)
+class SuiteResult:
+    case: SuiteCase
+    decision: Decision
+
+    @property
+    def actual(self) -> str:
+        return "allow" if self.decision.allowed else "deny"
+
+    @property
+    def passed(self) -> bool:
+        return self.actual == self.case.expect
+
+    def explain(self) -> list[str]:
+        """The decision's explanation, as lines."""
+        reason = self.decision.reason
+        lines = [reason["summary"]]
+        if reason.get("path"):
+            lines.append(f"role path: {reason['path']}")
+        if reason.get("error"):
+            lines.append(f"error: {reason['error']}")
+        return lines
+
+
+class _LineLoader(yaml.SafeLoader):
+    """SafeLoader that records the line of every mapping (for file:line errors)."""
+
+
+def _mapping_with_line(loader: _LineLoader, node: yaml.MappingNode) -> dict:
+    mapping = loader.construct_mapping(node, deep=True)
+    mapping[_LINE] = node.start_mark.line + 1
+    return mapping
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_with_line)
+
+
+def suite_files(path: Path) -> list[Path]:
+    """The suite files at `path` (a file, or every *.yaml/*.yml below a directory)."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise PolicyError(f"no policy test suite at {path}: give a YAML file or a directory")
+    return sorted(
+        (item for item in path.rglob("*") if item.suffix in SUITE_SUFFIXES and item.is_file()),
+        key=lambda item: item.as_posix(),
+    )
+
+
+def _read_text(path: Path) -> str:
+    size = path.stat().st_size
+    if size > MAX_SUITE_BYTES:
+        raise PolicyError(
+            f"the suite is {size} bytes, more than the {MAX_SUITE_BYTES}-byte limit: split it",
+            location=f"{path}:1",
+        )
+    data = path.read_bytes()
+    if b"\x00" in data:
+        raise PolicyError("binary file, not a YAML suite", location=f"{path}:1")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise PolicyError(
+            "not valid UTF-8: save the suite as UTF-8", location=f"{path}:{line}"
+        ) from None
+
+
+def load_suite(path: Path) -> list[SuiteCase]:
+    """The cases of one suite file; PolicyError with `file:line` when the file is not valid."""
+    shown = str(path)
+    try:
+        document = yaml.load(_read_text(path), Loader=_LineLoader)  # noqa: S506 (safe subclass)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else 1
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise PolicyError(f"invalid YAML: {problem}", location=f"{shown}:{line}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("cases"), list):
+        raise PolicyError(
+            "a suite is a mapping with a `cases` list (and an optional `name`)",
+            location=f"{shown}:1",
+        )
+    unknown = sorted(set(document) - {"name", "cases", _LINE})
+    if unknown:
+        raise PolicyError(
+            f"unknown key {unknown[0]!r} (expected name, cases)", location=f"{shown}:1"
+        )
+    return [_case(shown, index, item) for index, item in enumerate(document["cases"], start=1)]
+
+
+def _case(shown: str, index: int, item) -> SuiteCase:
+    if not isinstance(item, dict):
+        raise PolicyError(f"case {index} is not a mapping", location=f"{shown}:1")
+    line = item.pop(_LINE)
+    where = f"{shown}:{line}"
+    unknown = sorted(set(item) - set(REQUIRED) - set(OPTIONAL))
+    if unknown:
+        raise PolicyError(
+            f"case {index}: unknown key {unknown[0]!r} (expected {', '.join(REQUIRED + OPTIONAL)})",
+            location=where,
+        )
+    missing = [key for key in REQUIRED if key not in item]
+    if missing:
+        raise PolicyError(f"case {index}: {missing[0]} is required", location=where)
+    for key, value in item.items():
+        if not isinstance(value, str) or (not value and key != "owner"):
+            raise PolicyError(
+                f"case {index}: {key} must be a non-empty string, got {value!r} "
+                "(quote values YAML reads as booleans or numbers)",
+                location=where,
+            )
+    if item["expect"] not in EXPECTATIONS:
+        raise PolicyError(
+            f"case {index}: expect is {item['expect']!r}: use allow or deny", location=where
+        )
+    return SuiteCase(path=shown, line=line, index=index, **item)
+
+
+def load_suites(path: Path) -> list[SuiteCase]:
+    """Every case of every suite file at `path`, in file order."""
+    files = suite_files(path)
+    if not files:
+        raise PolicyError(f"no *.yaml suite files under {path}")
+    return [case for file in files for case in load_suite(file)]
+
+
+def run_suites(cases: Sequence[SuiteCase], engine: Engine) -> list[SuiteResult]:
+    """Decide every case against the engine's current snapshot."""
+    snapshot = engine.snapshot
+    return [SuiteResult(case, engine.check(case.request(), snapshot)) for case in cases]
+
+
+def render_results(results: Iterable[SuiteResult]) -> tuple[str, bool]:
+    """pytest-like report (dots, failures with explanations, `N passed, N failed`); ok flag."""
+    results = list(results)
+    dots = "".join("." if result.passed else "F" for result in results)
+    failures = [result for result in results if not result.passed]
+    out = [dots]
+    if failures:
+        out += ["", "FAILURES"]
+        for result in failures:
+            case = result.case
+            out += [
+                f"_____ {case.id} ({case.path}:{case.line}) _____",
+                f"  {case.describe()}: expected {case.expect}, got {result.actual}",
+            ]
+            out += [f"    {line}" for line in result.explain()]
+    passed = len(results) - len(failures)
+    out += ["", f"{passed} passed, {len(failures)} failed"]
+    return "\n".join(out) + "\n", not failures

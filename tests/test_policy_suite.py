@@ -1,0 +1,168 @@
+"""`rolegate test`: the shipped suite passes, failures read like pytest, bad suites fail clearly."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from service.cli import main
+from service.config import REPO_ROOT
+from service.policy.suite import load_suites
+from service.store import PolicyStore, read_policy_dir
+
+SAMPLE = REPO_ROOT / "policies"
+SUMMARY = re.compile(r"^(\d+) passed, (\d+) failed$")
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch) -> dict[str, str]:
+    values = {
+        "ROLEGATE_DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}",
+        "ROLEGATE_MODEL": str(REPO_ROOT / "model.conf"),
+        "ROLEGATE_DATA_DIR": str(tmp_path / "data"),
+        "ROLEGATE_POLICY_DIR": str(SAMPLE),
+    }
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    return values
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, ["test", *args])
+
+
+def test_shipped_suite_passes(env):
+    """The sample policies' own suite (policies/tests/*.yaml): every case must pass."""
+    result = run()
+    last = result.output.strip().splitlines()[-1]
+    assert SUMMARY.match(last), result.output
+    passed, failed = map(int, SUMMARY.match(last).groups())
+    assert failed == 0, result.output
+    assert result.exit_code == 0
+    assert passed == len(load_suites(SAMPLE / "tests")) >= 40
+    assert result.output.startswith("." * passed + "\n")
+
+
+def test_shipped_suite_covers_every_seed_member(env):
+    cases = load_suites(SAMPLE / "tests")
+    members = {
+        (rule[1], rule[3])
+        for rule in (i.rule for i in read_policy_dir(SAMPLE))
+        if rule[0] == "g" and rule[3] != "*"
+    }
+    users = {(s, o) for s, o in members if s != "contractor"}
+    assert users <= {(case.subject, case.org) for case in cases}
+    assert {"allow", "deny"} == {case.expect for case in cases}
+    assert any(case.owner for case in cases)
+
+
+def test_suite_against_the_store(env):
+    store = PolicyStore.from_url(env["ROLEGATE_DATABASE_URL"])
+    try:
+        store.replace_all([item.rule for item in read_policy_dir(SAMPLE)], actor="test")
+    finally:
+        store.dispose()
+    result = run("--store")
+    assert result.exit_code == 0, result.output
+    assert SUMMARY.match(result.output.strip().splitlines()[-1]).group(2) == "0"
+
+
+def test_failures_are_reported_with_the_explanation(env, tmp_path):
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(
+        "cases:\n"
+        "  - {name: alice deletes, subject: alice, org: acme, resource: /projects/1,\n"
+        "     action: delete, expect: allow}\n"
+        "  - name: bob deletes\n"
+        "    subject: bob\n"
+        "    org: acme\n"
+        "    resource: /projects/1\n"
+        "    action: update\n"
+        "    expect: deny\n"
+        "  - {subject: frank, org: globex, resource: /documents/finance/q3, action: read,\n"
+        "     expect: allow}\n"
+    )
+    result = run(str(suite))
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert lines[0] == ".FF"
+    assert lines[-1] == "1 passed, 2 failed"
+    assert f"{suite}::bob deletes ({suite}:4)" in result.output
+    assert "bob update /projects/1 in acme: expected deny, got allow" in result.output
+    assert "allowed by p, editor, *, /projects/*, update, allow" in result.output
+    assert "role path: bob -> editor" in result.output
+    assert f"{suite}::case 3" in result.output
+    assert "denied by p, contractor, globex, /documents/finance/*, read, deny" in result.output
+    assert "role path: frank -> contractor" in result.output
+
+
+def test_suite_against_another_policy_dir(env, tmp_path):
+    policies = tmp_path / "p"
+    shutil.copytree(SAMPLE, policies)
+    (policies / "acme.csv").write_text(
+        (policies / "acme.csv").read_text().replace("g, alice, admin, acme\n", "")
+    )
+    result = run("--policy-dir", str(policies))
+    assert result.exit_code == 1
+    assert "alice delete /projects/42 in acme: expected allow, got deny" in result.output
+    assert "no rule matched" in result.output
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("cases: [\n", "invalid YAML"),
+        ("- just a list\n", "a mapping with a `cases` list"),
+        (
+            "cases:\n  - {subject: a, org: acme, resource: /x, action: get, expect: deny, x: 1}\n",
+            "unknown key 'x'",
+        ),
+        ("cases:\n  - {subject: a, org: acme, resource: /x, action: read}\n", "expect is required"),
+        (
+            "cases:\n  - {subject: no, org: acme, resource: /x, action: read, expect: deny}\n",
+            "subject must be a non-empty string, got False",
+        ),
+        (
+            "cases:\n  - {subject: a, org: acme, resource: /x, action: read, expect: maybe}\n",
+            "use allow or deny",
+        ),
+    ],
+)
+def test_bad_suites_fail_with_file_and_line(env, tmp_path, content, message):
+    suite = tmp_path / "bad.yaml"
+    suite.write_text(content)
+    result = run(str(suite))
+    assert result.exit_code == 2
+    assert message in result.output
+    assert re.search(rf"{re.escape(str(suite))}:\d+: ", result.output)
+
+
+def test_binary_suite_and_missing_path(env, tmp_path):
+    suite = tmp_path / "bin.yaml"
+    suite.write_bytes(b"cases:\x00\x01")
+    assert "binary file" in run(str(suite)).output
+    result = run(str(tmp_path / "missing"))
+    assert result.exit_code == 2 and "no policy test suite" in result.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "no *.yaml suite files" in run(str(empty)).output
+
+
+def test_suite_directory_reads_every_yaml_file(env, tmp_path):
+    directory = tmp_path / "tests"
+    (directory / "nested").mkdir(parents=True)
+    case = (
+        "cases:\n"
+        "  - {subject: alice, org: acme, resource: /projects/1, action: delete, expect: allow}\n"
+    )
+    (directory / "a.yaml").write_text(case)
+    (directory / "nested" / "b.yml").write_text(case)
+    (directory / "notes.txt").write_text("not a suite")
+    result = run(str(directory))
+    assert result.exit_code == 0
+    assert result.output.strip().splitlines()[-1] == "2 passed, 0 failed"
+    assert Path(load_suites(directory)[1].path).name == "b.yml"
