@@ -1,0 +1,84 @@
+"""The web console (`/console`): server-rendered page shells, data fetched from the audit API.
+
+The pages hold no data of their own: browser navigation cannot carry the bearer token, so the
+plain JavaScript in `static/console.js` reads the token from session storage, calls the JSON API
+with an `Authorization` header and fills the tables with DOM text nodes (never HTML). Jinja
+escapes the names echoed from the URL. A strict Content-Security-Policy allows only this
+server's own script and stylesheet: no inline script, no external assets.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, render_template
+
+from ..core import validate_org, validate_text
+
+bp = Blueprint("console", __name__)
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+        "img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",
+}
+
+
+def _page(template: str, **context) -> Response:
+    response = Response(render_template(template, **context), mimetype="text/html")
+    response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+@bp.get("/console")
+def index():
+    return _page("console/index.html", page="index", org=None, subject=None)
+
+
+@bp.get("/console/orgs/<org>")
+def org_page(org: str):
+    return _page("console/org.html", page="org", org=validate_org(org), subject=None)
+
+
+@bp.get("/console/orgs/<org>/subjects/<subject>")
+def subject_page(org: str, subject: str):
+    return _page(
+        "console/subject.html",
+        page="subject",
+        org=validate_org(org),
+        subject=validate_text(subject, "subject"),
+    )
+
+
+def _html_page(summary: str, parameters: list) -> dict:
+    return {
+        "get": {
+            "summary": summary,
+            "security": [],
+            "parameters": parameters,
+            "responses": {
+                "200": {
+                    "description": "HTML page (data is loaded by the page with the token)",
+                    "content": {"text/html": {"schema": {"type": "string"}}},
+                }
+            },
+        }
+    }
+
+
+def _param(name: str) -> dict:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+OPENAPI_PATHS = {
+    "/console": _html_page("Web console: sign in and pick an org", []),
+    "/console/orgs/{org}": _html_page(
+        "Web console: members, access matrix, who can, changes, decisions", [_param("org")]
+    ),
+    "/console/orgs/{org}/subjects/{subject}": _html_page(
+        "Web console: a subject's effective permissions", [_param("org"), _param("subject")]
+    ),
+}

@@ -1,0 +1,190 @@
+"""`rolegate permissions | who-can | matrix | decisions`: the audit views on the command line.
+
+They read the configured store (or `--policy-dir`), like `rolegate check`, and print JSON, CSV
+or an aligned text table (`--format`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..audit import (
+    access_matrix,
+    effective_permissions,
+    require_org,
+    require_subject,
+    who_can,
+)
+from ..audit.decision_log import DecisionLog
+from ..config import Settings
+from ..core import validate_org, validate_text
+from ..errors import ConfigError
+from .decide import engine_for
+
+FORMATS = click.Choice(["table", "json", "csv"])
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def render(header: Sequence[str], rows: Sequence[Sequence[Any]], output: str, document: Any) -> str:
+    """`document` as JSON, or `header` + `rows` as CSV (spreadsheet-safe) or a text table."""
+    if output == "json":
+        return json.dumps(document, indent=2, ensure_ascii=False)
+    cells = [[("" if value is None else str(value)) for value in row] for row in rows]
+    if output == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        for row in [list(header), *cells]:
+            writer.writerow(["'" + c if c.startswith(_FORMULA_START) else c for c in row])
+        return buffer.getvalue().rstrip("\n")
+    widths = [len(name) for name in header]
+    for row in cells:
+        widths = [max(width, len(cell)) for width, cell in zip(widths, row, strict=True)]
+    lines = [
+        "  ".join(name.ljust(width) for name, width in zip(header, widths, strict=True)),
+        "  ".join("-" * width for width in widths),
+    ]
+    lines += [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in cells
+    ]
+    return "\n".join(lines)
+
+
+_policy_dir_option = click.option(
+    "--policy-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Read these CSV files instead of the store.",
+)
+_format_option = click.option(
+    "--format", "output", type=FORMATS, default="table", show_default=True, help="Output format."
+)
+
+
+@click.command("permissions")
+@click.argument("subject")
+@click.argument("org")
+@_policy_dir_option
+@_format_option
+def permissions(subject: str, org: str, policy_dir: Path | None, output: str) -> None:
+    """Every rule SUBJECT holds in ORG, with the role path that grants it."""
+    validate_text(subject, "subject")
+    validate_org(org)
+    engine = engine_for(Settings.from_env(), policy_dir)
+    snapshot = engine.snapshot
+    require_org(snapshot, org)
+    require_subject(snapshot, org, subject)
+    held = [permission.to_dict() for permission in effective_permissions(snapshot, subject, org)]
+    header = ["resource", "action", "effect", "condition", "path", "rule"]
+    rows = [[item[name] for name in header] for item in held]
+    document = {"org": org, "subject": subject, "revision": snapshot.revision, "permissions": held}
+    click.echo(render(header, rows, output, document))
+
+
+@click.command("who-can")
+@click.argument("org")
+@click.argument("resource")
+@click.argument("action")
+@_policy_dir_option
+@_format_option
+def who_can_command(org: str, resource: str, action: str, policy_dir: Path | None, output: str):
+    """Every subject of ORG allowed ACTION on RESOURCE (complete, no paging)."""
+    validate_org(org)
+    validate_text(resource, "resource", max_bytes=2048)
+    validate_text(action, "action")
+    engine = engine_for(Settings.from_env(), policy_dir)
+    snapshot = engine.snapshot
+    require_org(snapshot, org)
+    entries = [entry.to_dict() for entry in who_can(engine, snapshot, org, resource, action)]
+    header = ["subject", "kind", "via", "path", "rule"]
+    rows = [[item[name] for name in header] for item in entries]
+    document = {
+        "org": org,
+        "resource": resource,
+        "action": action,
+        "revision": snapshot.revision,
+        "subjects": entries,
+    }
+    click.echo(render(header, rows, output, document))
+
+
+@click.command("matrix")
+@click.argument("org")
+@_policy_dir_option
+@_format_option
+def matrix(org: str, policy_dir: Path | None, output: str) -> None:
+    """Access matrix of ORG: subjects x (resource, action), allow / deny / none."""
+    validate_org(org)
+    engine = engine_for(Settings.from_env(), policy_dir)
+    snapshot = engine.snapshot
+    require_org(snapshot, org)
+    result = access_matrix(engine, snapshot, org)
+    header, rows = result.to_table()
+    click.echo(render(header, rows, output, result.to_dict()))
+
+
+def _parse_time(value: str | None, name: str) -> datetime | None:
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter("expected an ISO 8601 date or time", param_hint=name) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@click.command("decisions")
+@click.argument("org")
+@click.option("--subject", default=None)
+@click.option("--resource", default=None, help="Exact resource, or a prefix ending in `*`.")
+@click.option("--action", default=None)
+@click.option("--allowed/--denied", "allowed", default=None, help="Only allowed / denied.")
+@click.option("--since", default=None, help="ISO 8601 time.")
+@click.option("--until", default=None, help="ISO 8601 time.")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
+@_format_option
+def decisions(org, subject, resource, action, allowed, since, until, limit, output):
+    """Search the decision log of ORG (the database log when enabled, else the log file)."""
+    validate_org(org)
+    settings = Settings.from_env()
+    engine = None
+    store = None
+    if settings.decision_log_db:
+        from ..store import PolicyStore
+
+        store = PolicyStore.from_url(settings.database_url)
+        engine = store.engine
+    try:
+        decision_log = DecisionLog.from_settings(settings, engine)
+        if decision_log is None or decision_log.searchable is None:
+            raise ConfigError(
+                "no searchable decision log: set ROLEGATE_DECISION_LOG_DB=1 or "
+                "ROLEGATE_DECISION_LOG=<file>"
+            )
+        found = decision_log.search(
+            org=org,
+            subject=subject,
+            resource=resource,
+            action=action,
+            allowed=allowed,
+            since=_parse_time(since, "--since"),
+            until=_parse_time(until, "--until"),
+            limit=limit,
+        )
+    finally:
+        if store is not None:
+            store.dispose()
+    header = ["time", "subject", "action", "resource", "allowed", "rule", "client", "request_id"]
+    rows = [[record.get(name) for name in header] for record in found]
+    click.echo(render(header, rows, output, {"org": org, "decisions": found}))
+
+
+COMMANDS = (permissions, who_can_command, matrix, decisions)
