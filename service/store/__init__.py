@@ -16,6 +16,7 @@ from .db import casbin_rule, change_log, init_schema, make_engine, metadata, pol
 from .policies import (
     ChangeEntry,
     ChangeSet,
+    DomainReload,
     PolicyStore,
     entry_hash,
     rule_problem,
@@ -26,6 +27,7 @@ __all__ = [
     "MAX_POLICY_FILE_BYTES",
     "ChangeEntry",
     "ChangeSet",
+    "DomainReload",
     "Location",
     "PolicyProblem",
     "PolicyStore",

@@ -1,0 +1,141 @@
+"""Structured logs: one JSON object per line, carrying the request id of the request being served.
+
+    configure_logging("INFO", "json")
+    logs.init_app(app)     # X-Request-ID honoured (when well-formed) or generated, and echoed
+
+Log records of a request (errors, refusals, the access line) carry `request_id`; a client or
+gateway that sends `X-Request-ID` finds the same id in the response and in the logs.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import os
+import re
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+
+REQUEST_ID_HEADER = "X-Request-ID"
+WORKER_HEADER = "X-Rolegate-Worker"
+REVISION_HEADER = "X-Rolegate-Revision"
+# Printable, header- and log-safe; long enough for UUIDs, trace ids and gateway ids.
+VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/+=@-]{0,127}")
+LOG_FORMATS = ("json", "text")
+
+request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "rolegate_request_id", default=None
+)
+
+# Attributes every LogRecord has; anything else was passed with `extra=` and is logged as a field.
+_STANDARD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+}
+
+
+def request_id_from(header: str | None) -> str:
+    """The client's request id when well-formed, else a new one (never trusts odd input)."""
+    if header and VALID_REQUEST_ID.fullmatch(header):
+        return header
+    return uuid.uuid4().hex
+
+
+class JsonFormatter(logging.Formatter):
+    """`{"ts", "level", "logger", "message", "pid", "request_id", ...extra}` on one line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "pid": record.process,
+        }
+        request_id = getattr(record, "request_id", None) or request_id_var.get()
+        if request_id:
+            entry["request_id"] = request_id
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD_ATTRS and key not in entry:
+                entry[key] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+class _RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = getattr(record, "request_id", None) or request_id_var.get() or "-"
+        return True
+
+
+def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
+    """Send every log record to stderr as JSON lines (or plain text with the request id)."""
+    if fmt not in LOG_FORMATS:
+        from .errors import ConfigError
+
+        raise ConfigError(f"ROLEGATE_LOG_FORMAT: expected one of {', '.join(LOG_FORMATS)}")
+    handler = logging.StreamHandler(sys.stderr)
+    handler._rolegate = True  # type: ignore[attr-defined]
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.addFilter(_RequestIdFilter())
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
+        )
+    root = logging.getLogger()
+    root.handlers = [h for h in root.handlers if not getattr(h, "_rolegate", False)] + [handler]
+    root.setLevel(level.upper())
+
+
+def init_app(app) -> None:
+    """Request ids (honoured, generated, echoed), worker/revision headers, one access log line."""
+    from flask import g, request
+
+    access = logging.getLogger("rolegate.access")
+
+    @app.before_request
+    def _request_id():
+        request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER))
+        g.rolegate_request_id = request_id
+        g.rolegate_request_token = request_id_var.set(request_id)
+        g.rolegate_request_started = time.perf_counter()
+
+    @app.after_request
+    def _echo(response):
+        request_id = g.get("rolegate_request_id")
+        if request_id:
+            response.headers[REQUEST_ID_HEADER] = request_id
+        response.headers[WORKER_HEADER] = str(os.getpid())
+        core = app.extensions.get("rolegate")
+        if core is not None:
+            response.headers[REVISION_HEADER] = str(core.engine.revision)
+        started = g.get("rolegate_request_started")
+        if started is not None and access.isEnabledFor(logging.INFO):
+            access.info(
+                "%s %s %s",
+                request.method,
+                request.path,
+                response.status_code,
+                extra={
+                    "method": request.method,
+                    "path": request.path,
+                    "status": response.status_code,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                },
+            )
+        return response
+
+    @app.teardown_request
+    def _forget(_exc):
+        token = g.pop("rolegate_request_token", None)
+        if token is not None:
+            try:
+                request_id_var.reset(token)
+            except ValueError:  # set in another context (should not happen): just clear
+                request_id_var.set(None)

@@ -1,0 +1,227 @@
+"""Prometheus metrics, aggregated across gunicorn workers (prometheus-client multiprocess mode).
+
+With `PROMETHEUS_MULTIPROC_DIR` set (`rolegate serve` sets it up), each worker writes its values
+to files in that directory and `GET /metrics` merges every worker's files; without it (tests,
+`--dev`), the process keeps them in its own registry. The recording functions below never raise
+into the caller and cost a dictionary lookup plus an add.
+
+    metrics.observe_reload("incremental", 0.004)
+    metrics.init_app(app, core)     # request hooks: decisions, latency, batch sizes, 401 codes
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+log = logging.getLogger("rolegate.metrics")
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+DECISION_ENDPOINTS = {"decisions.check": "check", "decisions.check_batch": "batch"}
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+RELOAD_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0)
+
+
+class Metrics:
+    """Every Rolegate metric, for one process."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
+
+        self.pid = os.getpid()
+        self.multiprocess = bool(os.environ.get(MULTIPROC_ENV))
+        if self.multiprocess:
+            # The value class is chosen when prometheus_client is imported; the directory may
+            # have been configured after that (by `rolegate serve`, before forking workers).
+            values.ValueClass = values.get_value_class()
+        registry = None if self.multiprocess else CollectorRegistry()
+        self.registry = registry
+        self.decisions = Counter(
+            "rolegate_decisions", "Decisions made, by result.", ["result"], registry=registry
+        )
+        self.decision_seconds = Histogram(
+            "rolegate_decision_duration_seconds",
+            "Time to answer a decision request (check or batch), by endpoint.",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.batch_size = Histogram(
+            "rolegate_batch_size",
+            "Checks per batch request.",
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
+        self.token_failures = Counter(
+            "rolegate_token_failures",
+            "Requests refused with 401, by error code.",
+            ["code"],
+            registry=registry,
+        )
+        self.revision = Gauge(
+            "rolegate_policy_revision",
+            "Policy revision served (multiprocess: the lowest of the live workers).",
+            multiprocess_mode="livemin",
+            registry=registry,
+        )
+        self.reload_seconds = Histogram(
+            "rolegate_policy_reload_duration_seconds",
+            "Time to load policy changes from the store, by kind (full, incremental).",
+            ["kind"],
+            buckets=RELOAD_BUCKETS,
+            registry=registry,
+        )
+        self.reload_errors = Counter(
+            "rolegate_policy_reload_errors",
+            "Failed policy reloads (store unreachable, ...).",
+            registry=registry,
+        )
+        self.notifications = Counter(
+            "rolegate_notifications_received",
+            "PostgreSQL policy change notifications received.",
+            registry=registry,
+        )
+        self.listener_reconnects = Counter(
+            "rolegate_listener_reconnects",
+            "Reconnections of the notification listener.",
+            registry=registry,
+        )
+        self.decision_log_dropped = Gauge(
+            "rolegate_decision_log_dropped",
+            "Decision log entries dropped (queue full or sink failing), summed over workers.",
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self._last_dropped: int | None = None
+
+    def render(self) -> tuple[bytes, str]:
+        """The exposition text of every worker (multiprocess) or of this process."""
+        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+        if self.multiprocess:
+            from prometheus_client.multiprocess import MultiProcessCollector
+
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)
+            return generate_latest(registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+    def sample_decision_log(self, decision_log: Any) -> None:
+        dropped = getattr(decision_log, "dropped", None)
+        if isinstance(dropped, int) and dropped != self._last_dropped:
+            self._last_dropped = dropped
+            self.decision_log_dropped.set(dropped)
+
+
+_metrics: Metrics | None = None
+
+
+def get() -> Metrics:
+    """This process's metrics (created on first use, again after a fork)."""
+    global _metrics
+    if _metrics is None or _metrics.pid != os.getpid():
+        _metrics = Metrics()
+    return _metrics
+
+
+def _safely(record) -> None:
+    try:
+        record(get())
+    except Exception:  # metrics never break a decision or a reload
+        log.debug("metric not recorded", exc_info=True)
+
+
+def observe_reload(kind: str, seconds: float) -> None:
+    _safely(lambda m: m.reload_seconds.labels(kind).observe(seconds))
+
+
+def reload_failed() -> None:
+    _safely(lambda m: m.reload_errors.inc())
+
+
+def set_revision(revision: int) -> None:
+    _safely(lambda m: m.revision.set(revision))
+
+
+def notification_received() -> None:
+    _safely(lambda m: m.notifications.inc())
+
+
+def listener_reconnected() -> None:
+    _safely(lambda m: m.listener_reconnects.inc())
+
+
+def mark_process_dead(pid: int) -> None:
+    """gunicorn `child_exit` hook: drop a dead worker's live gauges."""
+    if os.environ.get(MULTIPROC_ENV):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)
+
+
+# --------------------------------------------------------------------------- Flask hooks
+
+
+def _token_failure_code(response) -> str | None:
+    challenge = response.headers.get("WWW-Authenticate", "")
+    marker = 'error="'
+    start = challenge.find(marker)
+    if start < 0:
+        return None
+    start += len(marker)
+    end = challenge.find('"', start)
+    return challenge[start:end] if end > start else None
+
+
+def _record_response(metrics: Metrics, endpoint: str | None, response, started, decided: int):
+    kind = DECISION_ENDPOINTS.get(endpoint or "")
+    if kind is not None and started is not None:
+        metrics.decision_seconds.labels(kind).observe(time.perf_counter() - started)
+        if kind == "batch" and response.status_code == 200:
+            metrics.batch_size.observe(decided)
+    if response.status_code == 401:
+        metrics.token_failures.labels(_token_failure_code(response) or "unknown").inc()
+
+
+def _count_decision(_principal, _request, decision, _payload) -> None:
+    """Decision listener: count by result; the request's count gives the batch size."""
+    from flask import g, has_request_context
+
+    get().decisions.labels("allow" if decision.allowed else "deny").inc()
+    if has_request_context():
+        g.rolegate_decided = g.get("rolegate_decided", 0) + 1
+
+
+def init_app(app, core) -> None:
+    """Record decision, latency, batch and token metrics for every request of `app`."""
+    from flask import g, request
+
+    get()  # create the metrics in this process now (post-fork under gunicorn)
+
+    if _count_decision not in core.decision_listeners:
+        core.decision_listeners.append(_count_decision)
+
+    @app.before_request
+    def _start_timer():
+        g.rolegate_started = time.perf_counter()
+
+    @app.after_request
+    def _record(response):
+        try:
+            metrics = get()
+            _record_response(
+                metrics,
+                request.endpoint,
+                response,
+                g.get("rolegate_started"),
+                g.get("rolegate_decided", 0),
+            )
+            decision_log = getattr(core, "decision_log", None) or app.extensions.get("decision_log")
+            if decision_log is not None:
+                metrics.sample_decision_log(decision_log)
+        except Exception:
+            log.debug("request metrics not recorded", exc_info=True)
+        return response

@@ -1,0 +1,205 @@
+"""`rolegate serve` for real: gunicorn processes, two instances x two workers on one PostgreSQL
+database, SIGTERM draining in-flight requests, a killed worker replaced, metrics across workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+from conftest import SECRET
+from prometheus_client.parser import text_string_to_metric_families
+from scaleout import ServeProcess, dedicated_database, wait_for
+
+from service.config import Settings
+from service.identity import mint_token
+from service.store import ChangeSet, PolicyStore
+from service.store.schema import head_revision
+
+
+@pytest.fixture(scope="module")
+def pg_url():
+    with dedicated_database("serve") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def instances(pg_url, tmp_path_factory):
+    """Two instances of two workers each; the first imports the sample policies."""
+    tmp = tmp_path_factory.mktemp("serve")
+    started = []
+    try:
+        started.append(ServeProcess(tmp, pg_url).start("--sync-policies"))
+        started.append(ServeProcess(tmp, pg_url).start())
+        yield started
+    finally:
+        for instance in started:
+            instance.kill()
+
+
+def put_roles(instance: ServeProcess, subject: str, roles: list[str]):
+    return instance.client.request(
+        "PUT",
+        f"/v1/orgs/acme/members/{subject}",
+        {"roles": roles},
+        headers={"Authorization": f"Bearer {alice_token()}"},
+    )
+
+
+def all_workers_at(instances, revision: int) -> bool:
+    for instance in instances:
+        revisions = instance.worker_revisions(2)
+        if any(seen < revision for seen in revisions.values()):
+            return False
+    return True
+
+
+def test_a_write_through_one_instance_reaches_all_four_workers(instances):
+    first, second = instances
+    response = put_roles(first, "zoe", ["editor"])
+    assert response.status == 200, response.text
+    revision = response.body["revision"]
+    wait_for(lambda: all_workers_at(instances, revision), timeout=10)
+    workers = {**first.worker_revisions(2), **second.worker_revisions(2)}
+    assert len(workers) == 4
+
+
+def test_concurrent_writes_through_both_instances_get_one_revision_sequence(instances, pg_url):
+    store = PolicyStore.from_url(pg_url)
+    start = store.revision()
+    results: list[tuple[str, int, int]] = []
+
+    def write(instance: ServeProcess, name: str):
+        for i in range(5):
+            response = put_roles(instance, f"{name}{i}", ["viewer"])
+            results.append((f"{name}{i}", response.status, (response.body or {}).get("revision")))
+
+    threads = [
+        threading.Thread(target=write, args=(inst, f"w{n}-")) for n, inst in enumerate(instances)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert all(status == 200 for _, status, _ in results), results
+    revisions = sorted(revision for _, _, revision in results)
+    end = store.revision()
+    assert revisions == list(range(start + 1, end + 1))  # one revision each, none shared
+    entries = store.changes(since_revision=start)
+    assert sorted({entry.revision for entry in entries}) == revisions
+    assert store.verify_chain() is None
+    wait_for(lambda: all_workers_at(instances, end), timeout=10)
+    store.dispose()
+
+
+def test_metrics_are_aggregated_across_the_workers(instances):
+    instance = instances[0]
+    workers = set()
+    token_headers = {"Authorization": "Bearer nope"}
+    for _ in range(40):
+        response = instance.client.post(
+            "/v1/check", {"resource": "/x", "action": "read"}, headers=token_headers
+        )
+        assert response.status == 401
+        workers.add(response.headers["x-rolegate-worker"])
+    assert len(workers) == 2, "the requests should have reached both workers"
+    text = instance.client.get("/metrics").text
+    failures = sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "rolegate_token_failures_total"
+    )
+    assert failures >= 40  # both workers' counts, whichever worker answered the scrape
+
+
+def test_an_empty_sqlite_database_is_created_and_a_newer_schema_refused(tmp_path):
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    instance = ServeProcess(tmp_path, url, workers=1).start("--sync-policies")
+    try:
+        assert instance.readyz()["revision"] >= 1
+    finally:
+        assert instance.terminate() == 0
+    store = PolicyStore.from_url(url)
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = 'zz99'")
+    store.dispose()
+    refused = ServeProcess(tmp_path, url, workers=1).start(wait=False)
+    assert refused.process.wait(30) != 0
+    assert "newer than this Rolegate" in refused.log()
+    assert head_revision() in refused.log()
+
+
+def test_sigterm_finishes_in_flight_requests(pg_url, tmp_path):
+    instance = ServeProcess(tmp_path, pg_url, workers=1, ROLEGATE_MIN_REVISION_WAIT="2").start()
+    try:
+        results = []
+        body = {"resource": "/projects/1", "action": "read", "min_revision": 10**9}
+
+        def slow_request():  # waits its 2 s for a revision that will not come, then answers
+            results.append(
+                instance.client.post(
+                    "/v1/check", body, headers={"Authorization": f"Bearer {alice_token()}"}
+                )
+            )
+
+        thread = threading.Thread(target=slow_request)
+        thread.start()
+        time.sleep(0.5)
+        instance.process.send_signal(signal.SIGTERM)
+        thread.join(15)
+        assert results and results[0].status == 503
+        assert results[0].body["error"]["code"] == "revision_unavailable"
+        assert instance.process.wait(30) == 0
+    finally:
+        instance.kill()
+
+
+def test_a_worker_killed_mid_request_is_replaced_and_loads_the_current_revision(pg_url, tmp_path):
+    instance = ServeProcess(tmp_path, pg_url, workers=1, ROLEGATE_MIN_REVISION_WAIT="5").start()
+    try:
+        victim = instance.readyz()["worker"]
+        outcome = []
+
+        def in_flight():
+            body = {"resource": "/projects/1", "action": "read", "min_revision": 10**9}
+            try:
+                outcome.append(
+                    instance.client.post(
+                        "/v1/check", body, headers={"Authorization": f"Bearer {alice_token()}"}
+                    ).status
+                )
+            except OSError as exc:  # the connection dies with the worker
+                outcome.append(type(exc).__name__)
+
+        thread = threading.Thread(target=in_flight)
+        thread.start()
+        time.sleep(0.5)
+        os.kill(victim, signal.SIGKILL)
+        thread.join(15)
+        assert outcome and outcome[0] != 200
+
+        writer = PolicyStore.from_url(pg_url)  # a change while no worker runs
+        revision = writer.apply(
+            ChangeSet(added=[("g", f"late{victim}", "viewer", "acme")]), actor="test"
+        )
+        writer.dispose()
+
+        def replaced():
+            try:
+                body = instance.readyz()
+            except OSError:
+                return False
+            return body["worker"] != victim and body
+
+        body = wait_for(replaced, timeout=30)
+        assert body["revision"] >= revision
+    finally:
+        assert instance.terminate() == 0
+
+
+def alice_token() -> str:
+    return mint_token(Settings(jwt_secret=SECRET), subject="alice", org="acme", ttl_seconds=600)
