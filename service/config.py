@@ -147,6 +147,19 @@ SETTINGS: tuple[Setting, ...] = (
         "Decision log sink: empty for none, `-` for stdout, or a file path (JSON lines).",
     ),
     Setting(
+        "decision_log_db",
+        False,
+        _bool,
+        "When 1, decisions are also written to the `decision_log` table of the store's database "
+        "(searchable through `GET /v1/orgs/<org>/decisions`).",
+    ),
+    Setting(
+        "decision_log_retention_days",
+        30,
+        _int,
+        "Days the database decision log keeps a record (0: keep forever).",
+    ),
+    Setting(
         "api_key_secret",
         None,
         _optional_text,
@@ -159,6 +172,33 @@ SETTINGS: tuple[Setting, ...] = (
         "Seconds between policy revision polls of the store (0 disables polling).",
     ),
     Setting("log_level", "INFO", _text, "Log level (DEBUG, INFO, WARNING, ERROR)."),
+    Setting(
+        "log_format",
+        "json",
+        _text,
+        "Log lines: `json` (one object per line, with the request id) or `text`.",
+    ),
+    Setting(
+        "min_revision_wait",
+        2.0,
+        _float,
+        "Seconds a check with `min_revision` waits for this worker to catch up before 503 "
+        "`revision_unavailable`.",
+    ),
+    Setting("workers", 0, _int, "`serve`: gunicorn worker processes (0: one per CPU)."),
+    Setting("threads", 4, _int, "`serve`: request threads per worker."),
+    Setting(
+        "worker_timeout",
+        30,
+        _int,
+        "`serve`: seconds a request may run before gunicorn restarts the worker.",
+    ),
+    Setting(
+        "graceful_timeout",
+        30,
+        _int,
+        "`serve`: seconds in-flight requests get to finish after SIGTERM.",
+    ),
 )
 
 SETTING_BY_NAME = {setting.name: setting for setting in SETTINGS}
@@ -187,9 +227,17 @@ class Settings:
     trust_token_roles: bool = False
     default_role: str | None = None
     decision_log: str = ""
+    decision_log_db: bool = False
+    decision_log_retention_days: int = 30
     api_key_secret: str | None = None
     poll_interval: float = 2.0
     log_level: str = "INFO"
+    log_format: str = "json"
+    min_revision_wait: float = 2.0
+    workers: int = 0
+    threads: int = 4
+    worker_timeout: int = 30
+    graceful_timeout: int = 30
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -10,8 +10,10 @@ It ties settings, identity, engine and store together and holds no web state:
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
+import time
 import unicodedata
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -19,19 +21,33 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import metrics
+from .apikeys import ApiKeyStore
+from .audit.decision_log import DecisionLog
 from .config import REPO_ROOT, Settings
 from .engine import CheckRequest, Decision, Engine, Snapshot
-from .errors import Forbidden, InvalidRequest
+from .errors import Forbidden, InvalidRequest, ServiceUnavailable
 from .identity import Principal, TokenVerifier
 from .rules import TEMPLATE_DOMAIN
-from .store import PolicyStore, read_policy_dir
+from .store import ChangeSet, PolicyStore, read_policy_dir
 
 log = logging.getLogger("rolegate")
 
 MAX_RESOURCE_BYTES = 2048
 MAX_NAME_CHARS = 256
 MAX_BATCH = 1000
-CHECK_FIELDS = {"resource": True, "action": True, "org": False, "owner": False, "explain": False}
+MAX_REVISION = 2**63 - 1
+# Up to this many change-log entries behind, a worker re-reads only the changed orgs.
+MAX_INCREMENTAL_ENTRIES = 50_000
+PROGRESS_LOG_FROM = 100_000  # rules: smaller loads are not worth a progress line
+CHECK_FIELDS = {
+    "resource": True,
+    "action": True,
+    "org": False,
+    "owner": False,
+    "explain": False,
+    "min_revision": False,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +59,16 @@ class CheckInput:
     org: str | None = None
     owner: str = ""
     explain: bool = False
+    min_revision: int | None = None
+
+
+def validate_min_revision(value: Any, field: str = "min_revision") -> int | None:
+    """None, or a revision number (an integer from 0): read-your-writes for a check."""
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_REVISION:
+        raise InvalidRequest(f"{field}: expected a revision number (an integer from 0)")
+    return value
 
 
 def validate_text(value: Any, field: str, *, max_bytes: int = MAX_NAME_CHARS) -> str:
@@ -85,6 +111,7 @@ def parse_check_input(data: Any, where: str = "") -> CheckInput:
         org=None if data.get("org") is None else validate_org(data["org"], f"{where}org"),
         owner="" if owner is None else validate_text(owner, f"{where}owner"),
         explain=explain,
+        min_revision=validate_min_revision(data.get("min_revision"), f"{where}min_revision"),
     )
 
 
@@ -121,9 +148,17 @@ class Rolegate:
         self.store = store
         self.verifier = verifier
         self.decision_listeners: list[DecisionListener] = []
+        self.decision_log: DecisionLog | None = None
         self.last_reload_error: str | None = None
         self.loaded = False
         self._reload_lock = threading.Lock()
+        # What this process last heard from the store (see `refresh`, `service.sync`).
+        self.store_revision: int | None = None
+        self.store_error: str | None = None
+        self.revision_applied_at: float | None = None  # time.time() of the last snapshot swap
+        # Called as (old_revision, new_revision, kind) after each snapshot swap from the store.
+        self.reload_listeners: list[Callable[[int, int, str], None]] = []
+        self.sync = None  # service.sync.PolicySync once start_sync() ran
 
     @classmethod
     def from_settings(cls, settings: Settings, *, with_identity: bool = True) -> Rolegate:
@@ -133,7 +168,11 @@ class Rolegate:
         if verifier is not None:
             for warning in verifier.startup_warnings():
                 log.warning(warning)
-        return cls(settings, engine, store, verifier)
+        core = cls(settings, engine, store, verifier)
+        core.decision_log = DecisionLog.from_settings(settings, store.engine)
+        if core.decision_log is not None:
+            core.decision_listeners.append(core.decision_log.record)
+        return core
 
     # -- policy lifecycle ---------------------------------------------------------------------
 
@@ -151,9 +190,12 @@ class Rolegate:
 
     def load(self) -> Snapshot:
         """Load the whole store into the engine."""
-        revision, rules = self.store.load_all()
+        started = time.perf_counter()
+        before = self.engine.revision
+        revision, rules = self.store.load_all(progress=_log_progress)
         snapshot = self.engine.load(revision, rules)
         self.loaded = True
+        self._swapped(before, revision, "full", started)
         log.info(
             "policy revision %s loaded: %s rules, engine mode %s",
             revision,
@@ -167,26 +209,135 @@ class Rolegate:
             self.sync_policies()
         return self.load()
 
-    def refresh(self) -> bool:
-        """Catch up with the store when it has a newer revision; True when something changed."""
+    def refresh(self, target: int | None = None) -> bool:
+        """Catch up with the store; True when the snapshot changed. Never raises.
+
+        `target`: a revision known to exist (a notification's); nothing is read when the engine
+        already has it. Only the orgs named in the change log since the engine's revision are
+        re-read (one consistent read); a gap the log cannot explain means a full load.
+        """
         with self._reload_lock:
+            if target is not None and self.engine.revision >= target:
+                return False
+            started = time.perf_counter()
+            before = self.engine.revision
             try:
-                if self.store.revision() == self.engine.revision:
+                reload = self.store.load_changes(before, max_entries=MAX_INCREMENTAL_ENTRIES)
+                self.note_store_revision(reload.revision)
+                self.store_error = None
+                if not reload.complete:
+                    self.load()
+                elif reload.revision != before:
+                    self.engine.replace_domains(reload.revision, reload.orgs, reload.rules)
+                    self._swapped(before, reload.revision, "incremental", started)
+                else:
+                    self.last_reload_error = None
                     return False
-                self.load()
                 self.last_reload_error = None
                 return True
             except Exception as exc:
                 self.last_reload_error = f"{type(exc).__name__}: {exc}"
+                self.store_error = self.last_reload_error
+                metrics.reload_failed()
                 log.error("policy reload failed: %s", self.last_reload_error)
                 return False
 
+    def _swapped(self, before: int, revision: int, kind: str, started: float) -> None:
+        self.revision_applied_at = time.time()
+        metrics.observe_reload(kind, time.perf_counter() - started)
+        metrics.set_revision(revision)
+        if kind == "incremental":
+            log.info("policy revision %s applied (from %s)", revision, before)
+        for listener in self.reload_listeners:
+            try:
+                listener(before, revision, kind)
+            except Exception:
+                log.exception("reload listener failed")
+
+    def note_store_revision(self, revision: int | None) -> None:
+        """The store is known to have reached `revision` (from a read or a notification)."""
+        if revision is not None and (self.store_revision is None or revision > self.store_revision):
+            self.store_revision = revision
+
+    def note_store_error(self, error: str) -> None:
+        """The store could not be reached (decisions go on from memory: `stale`)."""
+        self.store_error = error
+
+    @property
+    def stale(self) -> bool:
+        """The last contact with the store failed: the policy may be behind."""
+        return self.store_error is not None
+
+    @property
+    def lag(self) -> int | None:
+        """Revisions between the store (as last seen) and the engine."""
+        if self.store_revision is None:
+            return None
+        return max(0, self.store_revision - self.engine.revision)
+
+    def ensure_revision(self, min_revision: int | None) -> None:
+        """Read-your-writes: wait (bounded) until the engine has `min_revision`, else 503."""
+        if min_revision is None or self.engine.revision >= min_revision:
+            return
+        deadline = time.monotonic() + self.settings.min_revision_wait
+        while True:
+            self.refresh(target=min_revision)
+            if self.engine.revision >= min_revision:
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ServiceUnavailable(
+                    f"policy revision {min_revision} is not available here yet (this worker is "
+                    f"at {self.engine.revision}, the store at {self.store_revision}): retry",
+                    code="revision_unavailable",
+                )
+            time.sleep(min(0.05, remaining))
+
+    def start_sync(self) -> None:
+        """Follow the store from this process: LISTEN/NOTIFY (PostgreSQL) and the poll."""
+        from .sync import PolicySync
+
+        if self.sync is None:
+            self.sync = PolicySync.for_core(self)
+            self.sync.start()
+
+    def stop_sync(self) -> None:
+        if self.sync is not None:
+            self.sync.stop()
+            self.sync = None
+
     # -- identity -----------------------------------------------------------------------------
 
-    def authenticate(self, authorization: str | None) -> Principal:
+    def authenticate(self, authorization: str | None, api_key: str | None = None) -> Principal:
+        """A Bearer JWT, `Authorization: ApiKey <key>` or an `X-API-Key` header (`api_key`)."""
+        scheme, _, credential = (authorization or "").strip().partition(" ")
+        if scheme.lower() == "apikey":
+            if api_key is not None:
+                raise InvalidRequest("send one credential: an Authorization header or X-API-Key")
+            api_key = credential.strip()
+        if api_key is not None:
+            if authorization and scheme.lower() != "apikey":
+                raise InvalidRequest("send one credential: an Authorization header or X-API-Key")
+            return self.api_keys.authenticate(api_key)
         if self.verifier is None:
             raise RuntimeError("this Rolegate was built without identity")
         return self.verifier.authenticate(authorization)
+
+    @functools.cached_property
+    def api_keys(self) -> ApiKeyStore:
+        """The API key table (same database as the policy store)."""
+        return ApiKeyStore.from_settings(self.store.engine, self.settings)
+
+    def catch_up(self, revision: int, changes: ChangeSet) -> None:
+        """After this process wrote `changes` as `revision`: decide with them from now on."""
+        with self._reload_lock:
+            if self.engine.revision == revision - 1:
+                started = time.perf_counter()
+                self.engine.apply(revision, changes.added, changes.removed)
+                self.note_store_revision(revision)
+                self._swapped(revision - 1, revision, "local", started)
+                return
+        self.refresh()
 
     def request_for(self, principal: Principal, check: CheckInput) -> CheckRequest:
         """Resolve the org (the token's is authoritative) and the roles the request carries."""
@@ -222,6 +373,7 @@ class Rolegate:
 
     def check(self, principal: Principal, check: CheckInput) -> dict[str, Any]:
         request = self.request_for(principal, check)
+        self.ensure_revision(check.min_revision)
         decision = self.engine.check(request)
         payload = decision_payload(request, decision, check.explain)
         self._notify(principal, request, decision, payload)
@@ -229,6 +381,8 @@ class Rolegate:
 
     def check_batch(self, principal: Principal, checks: Sequence[CheckInput]) -> dict[str, Any]:
         requests = [self.request_for(principal, check) for check in checks]
+        wanted = [check.min_revision for check in checks if check.min_revision is not None]
+        self.ensure_revision(max(wanted) if wanted else None)
         snapshot, decisions = self.engine.check_many(requests)
         results = []
         for check, request, decision in zip(checks, requests, decisions, strict=True):
@@ -242,7 +396,15 @@ class Rolegate:
         return self.engine.check(CheckRequest(subject, org, resource, action))
 
     def close(self) -> None:
+        self.stop_sync()
+        if self.decision_log is not None:
+            self.decision_log.close()
         self.store.dispose()
+
+
+def _log_progress(rules_read: int) -> None:
+    if rules_read >= PROGRESS_LOG_FROM:
+        log.info("loading policy: %s rules read", rules_read)
 
 
 def default_policy_dir() -> Path:

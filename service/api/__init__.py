@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from flask import Flask
 
-from . import decisions, errors, health
+from . import audit, console, decisions, errors, health, orgs
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 
-BLUEPRINTS = (decisions.bp, health.bp)
+BLUEPRINTS = (decisions.bp, health.bp, orgs.bp, audit.bp, console.bp)
 
 
 def init_app(app: Flask) -> None:

@@ -18,7 +18,9 @@ def get_core() -> Rolegate:
 
 def caller() -> Principal:
     """The authenticated caller of this request (401/400/503 errors raise)."""
-    return get_core().authenticate(request.headers.get("Authorization"))
+    return get_core().authenticate(
+        request.headers.get("Authorization"), request.headers.get("X-API-Key")
+    )
 
 
 def json_body() -> Any:

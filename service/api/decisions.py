@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from ..core import MAX_BATCH, parse_check_input
+from ..core import MAX_BATCH, parse_check_input, validate_min_revision
 from ..errors import InvalidRequest, PayloadTooLarge
 from .context import caller, get_core, json_body
 from .openapi import error_responses, json_request, json_response
@@ -25,7 +25,7 @@ def check_batch():
     body = json_body()
     if not isinstance(body, dict):
         raise InvalidRequest("body: expected a JSON object with a `checks` list")
-    unknown = sorted(set(body) - {"checks"})
+    unknown = sorted(set(body) - {"checks", "min_revision"})
     if unknown:
         raise InvalidRequest(f"{unknown[0]}: unknown field")
     checks = body.get("checks")
@@ -36,10 +36,19 @@ def check_batch():
     if len(checks) > MAX_BATCH:
         raise PayloadTooLarge(f"checks: at most {MAX_BATCH} per batch, got {len(checks)}")
     inputs = [parse_check_input(item, f"checks[{i}].") for i, item in enumerate(checks)]
-    return get_core().check_batch(principal, inputs)
+    core = get_core()
+    core.ensure_revision(validate_min_revision(body.get("min_revision")))
+    return core.check_batch(principal, inputs)
 
 
 _AUTH_ERRORS = error_responses(400, 401, 403, 413, 415, 503)
+_MIN_REVISION = {
+    "type": "integer",
+    "minimum": 0,
+    "description": "Read-your-writes: decide with at least this policy revision (a write's "
+    "response gives it); waits up to ROLEGATE_MIN_REVISION_WAIT, then 503 "
+    "`revision_unavailable`.",
+}
 OPENAPI_PATHS = {
     "/v1/check": {
         "post": {
@@ -59,6 +68,7 @@ OPENAPI_PATHS = {
                     "type": "object",
                     "required": ["checks"],
                     "properties": {
+                        "min_revision": _MIN_REVISION,
                         "checks": {
                             "type": "array",
                             "minItems": 1,

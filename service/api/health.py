@@ -1,9 +1,13 @@
-"""Operational endpoints: liveness, readiness, the OpenAPI document."""
+"""Operational endpoints: liveness, readiness, Prometheus metrics, the OpenAPI document."""
 
 from __future__ import annotations
 
-from flask import Blueprint
+import os
 
+from flask import Blueprint, Response
+
+from .. import metrics
+from ..policy.watch import read_reload_error
 from .context import get_core
 from .openapi import json_response, openapi_document
 
@@ -26,9 +30,22 @@ def readyz():
         "rules": snapshot.rule_count,
         "engine_mode": core.engine.mode,
         "engine_mode_reason": core.engine.shape.reason,
-        "last_reload_error": core.last_reload_error,
+        "last_reload_error": core.last_reload_error or read_reload_error(core.settings.data_path),
+        # Decisions go on from memory while the store is unreachable: still ready, but stale.
+        "stale": core.stale,
+        "store_revision": core.store_revision,
+        "lag": core.lag,
+        "revision_applied_at": core.revision_applied_at,
+        "listening": bool(core.sync and core.sync.listening),
+        "worker": os.getpid(),
     }
     return body, 200 if ready else 503
+
+
+@bp.get("/metrics")
+def metrics_text():
+    body, content_type = metrics.get().render()
+    return Response(body, content_type=content_type)
 
 
 @bp.get("/openapi.json")
@@ -47,11 +64,26 @@ OPENAPI_PATHS = {
     },
     "/readyz": {
         "get": {
-            "summary": "Readiness: policy loaded, revision, rule count, engine mode",
+            "summary": "Readiness: policy loaded, revision, lag behind the store, staleness",
+            "description": "Ready (200) once the policy is loaded, also while the database is "
+            "down (`stale: true`: decisions are served from memory). `lag` is the number of "
+            "revisions the store is ahead of this worker as last seen; `worker` the process id.",
             "security": [],
             "responses": {
                 "200": json_response("ready", _STATUS),
                 "503": json_response("not ready", _STATUS),
+            },
+        }
+    },
+    "/metrics": {
+        "get": {
+            "summary": "Prometheus metrics, aggregated across the workers of this instance",
+            "security": [],
+            "responses": {
+                "200": {
+                    "description": "Prometheus text exposition format",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                }
             },
         }
     },

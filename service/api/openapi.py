@@ -33,6 +33,12 @@ SCHEMAS: dict[str, Any] = {
             "org": {"type": "string", "description": "Only when the token names no org."},
             "owner": {"type": "string", "description": "Subject id owning the resource."},
             "explain": {"type": "boolean", "default": False},
+            "min_revision": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "Decide with at least this policy revision (read-your-writes); "
+                "503 `revision_unavailable` when this worker cannot reach it in time.",
+            },
         },
     },
     "Decision": {

@@ -34,9 +34,9 @@ def main(traceback: bool) -> None:
 
 
 def _register() -> None:
-    from . import decide, serve
+    from . import audit, db, decide, org, policy, serve
 
-    for module in (serve, decide):
+    for module in (serve, decide, policy, org, audit, db):
         for command in module.COMMANDS:
             main.add_command(command)
 

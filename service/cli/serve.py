@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import secrets
 import shlex
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,7 @@ from ..config import Settings
 from ..core import default_policy_dir
 from ..errors import ConfigError
 from ..identity import mint_token, parse_duration
+from ..logs import configure_logging
 
 DEMO_SECRET_FILE = "demo-secret"
 
@@ -43,18 +47,60 @@ def demo_settings(settings: Settings) -> Settings:
     return settings.replace(**changes)
 
 
-def gunicorn_options(host: str, port: int, workers: int) -> dict[str, Any]:
+def gunicorn_options(
+    host: str,
+    port: int,
+    workers: int,
+    *,
+    threads: int = 4,
+    timeout: int = 30,
+    graceful_timeout: int = 30,
+) -> dict[str, Any]:
+    """gunicorn settings: threaded workers, SIGTERM drains in-flight requests, metrics hooks."""
     return {
         "bind": f"{host}:{port}",
         "workers": workers,
-        "worker_class": "sync",
-        "timeout": 30,
-        "graceful_timeout": 30,
+        # Threads: health probes and /metrics are answered while a request waits on min_revision.
+        "worker_class": "gthread" if threads > 1 else "sync",
+        "threads": threads,
+        "timeout": timeout,
+        "graceful_timeout": graceful_timeout,
         "keepalive": 5,
         # Let the application answer over-long Authorization headers with its own JSON 400.
         "limit_request_field_size": 16384,
         "accesslog": None,
+        "child_exit": _child_exit,
     }
+
+
+def _child_exit(_server, worker) -> None:
+    from .. import metrics
+
+    metrics.mark_process_dead(worker.pid)
+
+
+def prepare_metrics_dir() -> Path:
+    """PROMETHEUS_MULTIPROC_DIR for this instance's workers: the configured directory (emptied of
+    a previous run's files) or a new temporary one, removed when the server exits."""
+    from .. import metrics
+
+    configured = os.environ.get(metrics.MULTIPROC_ENV)
+    if configured:
+        path = Path(configured)
+        path.mkdir(parents=True, exist_ok=True)
+        for stale in path.glob("*.db"):
+            stale.unlink()
+        return path
+    path = Path(tempfile.mkdtemp(prefix="rolegate-metrics-"))
+    os.environ[metrics.MULTIPROC_ENV] = str(path)
+    master = os.getpid()
+
+    def remove() -> None:
+        if os.getpid() == master:  # forked workers inherit atexit handlers
+            shutil.rmtree(path, ignore_errors=True)
+
+    atexit.register(remove)
+    return path
 
 
 def run_gunicorn(app_factory, options: dict[str, Any]) -> None:
@@ -87,30 +133,70 @@ def print_demo_help(settings: Settings, host: str, port: int) -> None:
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=int)
-@click.option("--workers", type=int, default=None, help="Worker processes [default: CPU count].")
+@click.option(
+    "--workers", type=int, default=None, help="Worker processes [ROLEGATE_WORKERS, else CPU count]."
+)
+@click.option("--threads", type=int, default=None, help="Threads per worker [ROLEGATE_THREADS].")
+@click.option(
+    "--timeout", type=int, default=None, help="Request timeout, seconds [ROLEGATE_WORKER_TIMEOUT]."
+)
+@click.option(
+    "--graceful-timeout",
+    type=int,
+    default=None,
+    help="Seconds to finish in-flight requests on SIGTERM [ROLEGATE_GRACEFUL_TIMEOUT].",
+)
 @click.option("--sync-policies", is_flag=True, help="Import the policy dir into the store first.")
+@click.option(
+    "--watch-policies", is_flag=True, help="Apply edits of the policy dir to the store (1 s polls)."
+)
 @click.option("--demo", is_flag=True, help="Sample policies and a generated HS256 secret.")
 @click.option("--dev", is_flag=True, help="Flask's reloader instead of gunicorn.")
-def serve(host: str, port: int, workers: int | None, sync_policies: bool, demo: bool, dev: bool):
+def serve(
+    host: str,
+    port: int,
+    workers: int | None,
+    threads: int | None,
+    timeout: int | None,
+    graceful_timeout: int | None,
+    sync_policies: bool,
+    watch_policies: bool,
+    demo: bool,
+    dev: bool,
+):
     """Run the decision service."""
     from .. import create_app
     from ..core import Rolegate
 
     settings = Settings.from_env()
+    configure_logging(settings.log_level, settings.log_format)
     if demo:
         settings = demo_settings(settings)
         sync_policies = True
-    # Import once, before any worker starts; the workers then load the store.
+    # Schema check (an empty database is created) and import once, before any worker starts;
+    # the workers then load the store.
     core = Rolegate.from_settings(settings)
     core.start(sync_policies=sync_policies)
     core.close()
+    if watch_policies:  # one watcher, in this process (gunicorn's master), never in workers
+        from ..policy.watch import start_watcher
+
+        start_watcher(settings)
     if demo:
         print_demo_help(settings, host, port)
     if dev:
         create_app(settings).run(host=host, port=port, use_reloader=True, debug=False)
         return
-    workers = workers or os.cpu_count() or 1
-    run_gunicorn(lambda: create_app(settings), gunicorn_options(host, port, workers))
+    options = gunicorn_options(
+        host,
+        port,
+        workers or settings.workers or os.cpu_count() or 1,
+        threads=threads or settings.threads,
+        timeout=timeout or settings.worker_timeout,
+        graceful_timeout=graceful_timeout or settings.graceful_timeout,
+    )
+    prepare_metrics_dir()  # after the import above: only the workers write metric files
+    run_gunicorn(lambda: create_app(settings), options)
 
 
 @click.command()
