@@ -71,9 +71,7 @@ class CasbinFallback:
     def decide(self, request: CheckRequest) -> Decision:
         revision = self.snapshot.revision
         extra = list(request.extra_roles)
-        if self.snapshot.default_role and not self.snapshot.is_member(
-            request.subject, request.org
-        ):
+        if self.snapshot.default_role and not self.snapshot.is_member(request.subject, request.org):
             extra.append(self.snapshot.default_role)
         try:
             with _CASBIN_LOCK:
@@ -84,12 +82,17 @@ class CasbinFallback:
                 fields = len(enforcer.get_model()["r"]["r"].tokens)
                 values = (request.subject, request.org, request.resource, request.action)
                 values += (request.owner,) * (fields - 4)
-                for role in extra:
-                    enforcer.add_grouping_policy(request.subject, role, request.org)
+                # Granted roles act as links for this check only; links already in the policy
+                # are left alone (removing them afterwards would delete policy).
+                added = [
+                    role
+                    for role in dict.fromkeys(extra)
+                    if enforcer.add_grouping_policy(request.subject, role, request.org)
+                ]
                 try:
                     allowed, explain = enforcer.enforce_ex(*values)
                 finally:
-                    for role in extra:
+                    for role in added:
                         enforcer.remove_grouping_policy(request.subject, role, request.org)
         except Exception as exc:  # Casbin raises bare exceptions; fail closed
             return Decision(False, revision, error=f"evaluation failed: {exc!r}")

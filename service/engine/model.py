@@ -9,6 +9,9 @@ the shipped model.conf); anything else runs through Casbin's own enforcer.
     resource: keyMatch(r.obj, p.obj) | keyMatch2 | regexMatch | globMatch | r.obj == p.obj
     subject:  g(r.sub, p.sub, r.dom)
               [|| (r.owner == r.sub && g("owner", p.sub, r.dom))]
+
+The resource term must come after the domain and action terms (Casbin stops at the first false
+term, which decides when a broken pattern raises); the subject term may come before or after it.
 """
 
 from __future__ import annotations
@@ -25,7 +28,10 @@ OWNER_ROLE = "owner"
 DENY_OVERRIDE = "some(where (p_eft == allow)) && !some(where (p_eft == deny))"
 ALLOW_OVERRIDE = "some(where (p_eft == allow))"
 RESOURCE_FUNCTIONS = ("keyMatch", "keyMatch2", "regexMatch", "globMatch")
-REQUEST_FIELDS = (("r_sub", "r_dom", "r_obj", "r_act"), ("r_sub", "r_dom", "r_obj", "r_act", "r_owner"))
+REQUEST_FIELDS = (
+    ("r_sub", "r_dom", "r_obj", "r_act"),
+    ("r_sub", "r_dom", "r_obj", "r_act", "r_owner"),
+)
 POLICY_FIELDS = ("p_sub", "p_dom", "p_obj", "p_act", "p_eft")
 
 _DOMAIN_TERMS = {
@@ -54,6 +60,10 @@ class ModelShape:
     owner_role: bool = False
     deny_override: bool = True
     has_owner_field: bool = False
+    # Casbin evaluates the matcher left to right and stops at the first false term, so a broken
+    # resource pattern raises only when the terms before it held. True: the subject term comes
+    # before the resource term (only rules of the subject's roles are evaluated).
+    subject_before_resource: bool = False
 
 
 def load_model(path: Path | str) -> casbin.model.Model:
@@ -100,7 +110,9 @@ def classify(model: casbin.model.Model) -> ModelShape:
     request = tuple(model["r"]["r"].tokens)
     policy = tuple(model["p"]["p"].tokens)
     if request not in REQUEST_FIELDS:
-        return ModelShape(False, f"request definition {request} is not (sub, dom, obj, act[, owner])")
+        return ModelShape(
+            False, f"request definition {request} is not (sub, dom, obj, act[, owner])"
+        )
     if policy != POLICY_FIELDS:
         return ModelShape(False, f"policy definition {policy} is not (sub, dom, obj, act, eft)")
     if list(model["g"].keys()) != ["g"] or _normalise(model["g"]["g"].value) != "_, _, _":
@@ -110,6 +122,7 @@ def classify(model: casbin.model.Model) -> ModelShape:
         return ModelShape(False, f"policy effect {effect!r} is not allow- or deny-override")
 
     found: dict[str, object] = {}
+    order: list[str] = []
     for term in _split_conjuncts(model["m"]["m"].value):
         if term in _DOMAIN_TERMS and "domain" not in found:
             found["domain"] = _DOMAIN_TERMS[term]
@@ -123,9 +136,14 @@ def classify(model: casbin.model.Model) -> ModelShape:
             found["resource"] = match.group(1)
         else:
             return ModelShape(False, f"matcher term {term!r} is not one the fast path knows")
+        order.append(next(name for name in found if name not in order))
     missing = {"domain", "action", "subject", "resource"} - set(found)
     if missing:
         return ModelShape(False, f"matcher lacks a {', '.join(sorted(missing))} term")
+    if order.index("resource") < max(order.index("domain"), order.index("action")):
+        return ModelShape(
+            False, "the resource term comes before the domain or action term in the matcher"
+        )
     owner = bool(found["subject"])
     has_owner_field = len(request) == 5
     if owner and not has_owner_field:
@@ -138,4 +156,5 @@ def classify(model: casbin.model.Model) -> ModelShape:
         owner_role=owner,
         deny_override=effect == DENY_OVERRIDE,
         has_owner_field=has_owner_field,
+        subject_before_resource=order.index("subject") < order.index("resource"),
     )

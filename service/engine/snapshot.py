@@ -11,7 +11,12 @@ tests/test_engine_differential.py):
   `s` itself is one of its roles;
 - a `p` rule applies when its domain is `o` (or `*`), its action equals the request's, its
   resource pattern matches and its subject is one of the roles;
-- with deny-override any applicable deny rule denies, otherwise any applicable allow allows.
+- with deny-override any applicable deny rule denies, otherwise any applicable allow allows;
+- a granted role (default role, trusted token roles) counts as the link `g, s, role, o`, so it
+  uses one of the 9 links; the owner role has its own budget (Casbin's separate `g("owner", ..)`);
+- a resource pattern Casbin cannot compile fails every check that Casbin would evaluate it for
+  (same org or `*`, same action; with the subject term first, only the subject's roles): deny
+  with an error. Under allow-override Casbin's answer then depends on rule order; we deny.
 """
 
 from __future__ import annotations
@@ -24,31 +29,54 @@ from casbin.util import key_match
 
 from ..rules import TEMPLATE_DOMAIN, Rule, rule_domain
 from .model import OWNER_ROLE, ModelShape
-from .patterns import Matcher, MatcherCache, PatternError
+from .patterns import Matcher, MatcherCache, PatternError, resource_segment
 from .types import CheckRequest, Decision
 
 MAX_LINKS_FOLLOWED = 9  # Casbin's role manager: max_hierarchy_level 10 counts the subject itself
 
 RolePaths = Mapping[str, tuple[str, ...]]
+Grant = tuple[Matcher, Rule]
+# The grants of one (subject, action): by the resource's first path segment, and the grants
+# whose pattern may match any first segment.
+FiledGrants = tuple[dict[str, tuple[Grant, ...]], tuple[Grant, ...]]
 
 
 class DomainIndex:
     """The rules of one domain, indexed. Never mutated after construction."""
 
-    __slots__ = ("name", "rules", "grants", "links")
+    __slots__ = ("name", "rules", "grants", "links", "broken")
 
     def __init__(self, name: str, rules: tuple[Rule, ...], matchers: MatcherCache):
-        grants: dict[tuple[str, str], list[tuple[Matcher, Rule]]] = defaultdict(list)
+        # (subject, action) -> first resource segment (None: any) -> [(matcher, rule)]
+        grants: dict[tuple[str, str], dict[str | None, list[Grant]]] = {}
         links: dict[str, list[str]] = defaultdict(list)
+        broken: dict[str, Rule] = {}
+        problems = matchers.problems
         for rule in rules:
             if rule[0] == "p" and len(rule) == 6:
-                grants[(rule[1], rule[4])].append((matchers.get(rule[3]), rule))
+                by_segment = grants.get((rule[1], rule[4]))
+                if by_segment is None:
+                    by_segment = grants[(rule[1], rule[4])] = {}
+                segment = matchers.segment(rule[3])
+                filed = by_segment.get(segment)
+                if filed is None:
+                    filed = by_segment[segment] = []
+                filed.append((matchers.get(rule[3]), rule))
+                if rule[3] in problems:
+                    broken.setdefault(rule[4], rule)
             elif rule[0] == "g" and len(rule) == 4:
                 links[rule[1]].append(rule[2])
         self.name = name
         self.rules = rules
-        self.grants = {key: tuple(value) for key, value in grants.items()}
+        self.grants: dict[tuple[str, str], FiledGrants] = {
+            key: (
+                {segment: tuple(value) for segment, value in filed.items() if segment is not None},
+                tuple(filed.get(None, ())),
+            )
+            for key, filed in grants.items()
+        }
         self.links = {key: tuple(value) for key, value in links.items()}
+        self.broken = broken  # action -> a rule whose pattern Casbin cannot evaluate
 
 
 def _intern_rule(rule: Iterable[str]) -> Rule:
@@ -183,56 +211,83 @@ class Snapshot:
 
     def request_roles(self, request: CheckRequest) -> RolePaths:
         """Roles for one check: policy roles plus default role, trusted token roles and owner."""
-        paths = self.role_paths(request.subject, request.org)
+        subject, org = request.subject, request.org
+        paths = self.role_paths(subject, org)
         granted: list[str] = list(request.extra_roles)
-        if self.default_role and not self.is_member(request.subject, request.org):
+        if self.default_role and not self.is_member(subject, org):
             granted.append(self.default_role)
-        if self.shape.owner_role and request.owner and request.owner == request.subject:
-            granted.append(OWNER_ROLE)
-        if not granted:
+        owner = self.shape.owner_role and request.owner == subject
+        if not granted and not owner:
             return paths
         merged = dict(paths)
+        # A granted role counts as a link `g, subject, role, org`: one of the links followed.
         for role in granted:
-            for name, path in self.role_paths(role, request.org).items():
+            for name, path in self.role_paths(role, org).items():
+                if len(path) <= MAX_LINKS_FOLLOWED:
+                    known = merged.get(name)
+                    if known is None or len(known) > len(path) + 1:
+                        merged[name] = (subject, *path)
+        # Casbin's owner term is a separate g("owner", p.sub, dom) with its own depth budget.
+        if owner:
+            for name, path in self.role_paths(OWNER_ROLE, org).items():
                 if name not in merged:
-                    merged[name] = (request.subject, *path)
+                    merged[name] = (subject, *path)
         return merged
 
     # -- deciding -----------------------------------------------------------------------------
 
     def decide(self, request: CheckRequest, roles: RolePaths | None = None) -> Decision:
         """Evaluate one request. An evaluation error denies (fail closed) and says why."""
-        if roles is None:
-            roles = self.request_roles(request)
-        grant_maps = []
-        index = self.domains.get(request.org)
-        if index is not None:
-            grant_maps.append(index.grants)
-        if self.shape.template_domain and request.org != TEMPLATE_DOMAIN:
-            template = self.domains.get(TEMPLATE_DOMAIN)
-            if template is not None:
-                grant_maps.append(template.grants)
-        action, resource = request.action, request.resource
-        deny_override = self.shape.deny_override
-        allow: tuple[Rule, tuple[str, ...]] | None = None
         try:
-            for grants in grant_maps:
-                for role, path in roles.items():
-                    entries = grants.get((role, action))
-                    if entries is None:
-                        continue
-                    for matches, rule in entries:
-                        if not matches(resource):
-                            continue
-                        effect = rule[5]
-                        if effect == "deny" and deny_override:
-                            return Decision(False, self.revision, rule, path)
-                        if effect == "allow" and (allow is None or len(path) < len(allow[1])):
-                            allow = (rule, path)
+            return self._decide(request, roles)
         except PatternError as exc:
             return Decision(False, self.revision, error=str(exc))
         except Exception as exc:  # fail closed: whatever broke, the answer is deny
             return Decision(False, self.revision, error=f"evaluation failed: {exc!r}")
-        if allow is None:
+
+    def _decide(self, request: CheckRequest, roles: RolePaths | None) -> Decision:
+        if roles is None:
+            roles = self.request_roles(request)
+        org, action = request.org, request.action
+        domains = self.domains
+        index = domains.get(org)
+        template = None
+        if self.shape.template_domain and org != TEMPLATE_DOMAIN:
+            template = domains.get(TEMPLATE_DOMAIN)
+        if not self.shape.subject_before_resource:
+            # Casbin evaluates the pattern of every rule of the org (or `*`) and action before
+            # looking at the subject, so one unusable pattern fails every such check.
+            for candidate in (index, template):
+                rule = candidate.broken.get(action) if candidate is not None else None
+                if rule is not None:
+                    problem = self._matchers.problems.get(rule[3], "unusable pattern")
+                    return Decision(False, self.revision, rule, error=problem)
+        resource = request.resource
+        segment = resource_segment(resource)
+        deny_override = self.shape.deny_override
+        allow_rule: Rule | None = None
+        allow_path: tuple[str, ...] = ()
+        for candidate in (index, template):
+            if candidate is None:
+                continue
+            grants = candidate.grants
+            for role, path in roles.items():
+                filed = grants.get((role, action))
+                if filed is None:
+                    continue
+                by_segment, anywhere = filed
+                for entries in (by_segment.get(segment, ()), anywhere):
+                    for matches, rule in entries:
+                        if not matches(resource):
+                            continue
+                        effect = rule[5]
+                        if effect == "deny":
+                            if deny_override:
+                                return Decision(False, self.revision, rule, path)
+                        elif effect == "allow" and (
+                            allow_rule is None or len(path) < len(allow_path)
+                        ):
+                            allow_rule, allow_path = rule, path
+        if allow_rule is None:
             return Decision(False, self.revision)
-        return Decision(True, self.revision, allow[0], allow[1])
+        return Decision(True, self.revision, allow_rule, allow_path)

@@ -1,0 +1,50 @@
+"""A bare Flask `hello` under the same gunicorn settings as `rolegate serve`: the HTTP baseline.
+
+python bench/hello_app.py --port 8101 --workers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from flask import Flask  # noqa: E402
+
+from service.cli.serve import gunicorn_options, run_gunicorn  # noqa: E402
+from service.config import Settings  # noqa: E402
+
+
+def create_app() -> Flask:
+    app = Flask("hello")
+
+    @app.post("/")
+    @app.get("/")
+    def hello():
+        return {"hello": "world"}
+
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=8101)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    settings = Settings.from_env()
+    options = gunicorn_options(
+        "127.0.0.1",
+        args.port,
+        args.workers,
+        threads=settings.threads,
+        timeout=settings.worker_timeout,
+        graceful_timeout=settings.graceful_timeout,
+    )
+    options.pop("child_exit", None)  # Rolegate's metrics hook: nothing to clean up here
+    run_gunicorn(create_app, options)
+
+
+if __name__ == "__main__":
+    main()
