@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import threading
 import time
 import unicodedata
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,47 +71,64 @@ def validate_min_revision(value: Any, field: str = "min_revision") -> int | None
     return value
 
 
-def validate_text(value: Any, field: str, *, max_bytes: int = MAX_NAME_CHARS) -> str:
-    """A non-empty string with no control characters, at most `max_bytes` UTF-8 bytes."""
+def validate_text(
+    value: Any, field: str, *, max_bytes: int = MAX_NAME_CHARS, where: str = ""
+) -> str:
+    """A non-empty string with no control characters, at most `max_bytes` UTF-8 bytes.
+
+    Errors name the field as `{where}{field}` (e.g. `checks[3].resource`).
+    """
     if not isinstance(value, str):
-        raise InvalidRequest(f"{field}: expected a string, got {type(value).__name__}")
+        raise InvalidRequest(f"{where}{field}: expected a string, got {type(value).__name__}")
     if not value:
-        raise InvalidRequest(f"{field}: must not be empty")
-    if len(value.encode("utf-8", "surrogatepass")) > max_bytes:
-        raise InvalidRequest(f"{field}: longer than {max_bytes} bytes")
-    if any(unicodedata.category(char) in ("Cc", "Cs") for char in value):
-        raise InvalidRequest(f"{field}: contains control characters")
+        raise InvalidRequest(f"{where}{field}: must not be empty")
+    if len(value) * 4 > max_bytes and len(value.encode("utf-8", "surrogatepass")) > max_bytes:
+        raise InvalidRequest(f"{where}{field}: longer than {max_bytes} bytes")
+    if not (value.isascii() and value.isprintable()) and any(
+        unicodedata.category(char) in ("Cc", "Cs") for char in value
+    ):
+        raise InvalidRequest(f"{where}{field}: contains control characters")
     return value
 
 
-def validate_org(value: Any, field: str = "org") -> str:
-    org = validate_text(value, field)
+def validate_org(value: Any, field: str = "org", *, where: str = "") -> str:
+    org = validate_text(value, field, where=where)
     if "*" in org:
-        raise InvalidRequest(f"{field}: must name one organisation (no '*')")
+        raise InvalidRequest(f"{where}{field}: must name one organisation (no '*')")
     return org
+
+
+_CHECK_FIELD_NAMES = frozenset(CHECK_FIELDS)
+_REQUIRED_CHECK_FIELDS = tuple(field for field, required in CHECK_FIELDS.items() if required)
 
 
 def parse_check_input(data: Any, where: str = "") -> CheckInput:
     """Validate one check object from JSON; errors name the field (`checks[3].resource`)."""
     if not isinstance(data, dict):
         raise InvalidRequest(f"{where or 'body'}: expected a JSON object")
-    unknown = sorted(set(data) - set(CHECK_FIELDS))
-    if unknown:
+    if not data.keys() <= _CHECK_FIELD_NAMES:
+        unknown = sorted(set(data) - _CHECK_FIELD_NAMES)
         raise InvalidRequest(f"{where}{unknown[0]}: unknown field")
-    for field, required in CHECK_FIELDS.items():
-        if required and field not in data:
+    for field in _REQUIRED_CHECK_FIELDS:
+        if field not in data:
             raise InvalidRequest(f"{where}{field}: required")
     explain = data.get("explain", False)
     if not isinstance(explain, bool):
         raise InvalidRequest(f"{where}explain: expected true or false")
+    org = data.get("org")
     owner = data.get("owner")
+    min_revision = data.get("min_revision")
     return CheckInput(
-        resource=validate_text(data["resource"], f"{where}resource", max_bytes=MAX_RESOURCE_BYTES),
-        action=validate_text(data["action"], f"{where}action"),
-        org=None if data.get("org") is None else validate_org(data["org"], f"{where}org"),
-        owner="" if owner is None else validate_text(owner, f"{where}owner"),
+        resource=validate_text(
+            data["resource"], "resource", max_bytes=MAX_RESOURCE_BYTES, where=where
+        ),
+        action=validate_text(data["action"], "action", where=where),
+        org=None if org is None else validate_org(org, where=where),
+        owner="" if owner is None else validate_text(owner, "owner", where=where),
         explain=explain,
-        min_revision=validate_min_revision(data.get("min_revision"), f"{where}min_revision"),
+        min_revision=None
+        if min_revision is None
+        else validate_min_revision(min_revision, f"{where}min_revision"),
     )
 
 
@@ -122,7 +139,7 @@ def decision_payload(request: CheckRequest, decision: Decision, explain: bool) -
         "org": request.org,
         "resource": request.resource,
         "action": request.action,
-        "decision_id": uuid.uuid4().hex,
+        "decision_id": os.urandom(16).hex(),
         "revision": decision.revision,
     }
     if explain:

@@ -31,6 +31,11 @@ log = logging.getLogger(__name__)
 MAX_AUTHORIZATION_BYTES = 8192
 MAX_TOKEN_BYTES = 8192
 MAX_HEADER_SEGMENT = 2732  # base64url length of a 2 KB JOSE header
+# Verified tokens are remembered briefly: services send the same token for many checks.
+# An entry never outlives the token's `exp` nor the JWKS lifespan (so a removed key stops
+# working on time), and the cache is emptied when it reaches its size limit.
+VERIFIED_CACHE_SECONDS = 60
+VERIFIED_CACHE_SIZE = 10_000
 MAX_IDENTIFIER = 256
 
 HMAC_MIN_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}  # PyJWT's recommended minimums
@@ -244,6 +249,10 @@ class TokenVerifier:
         self._required = ["exp"] + ([subject_path] if "." not in subject_path else [])
         self._issuer = settings.jwt_issuer
         self._leeway = settings.jwt_leeway
+        self._verified: dict[str, tuple[Principal, float]] = {}
+        self._cache_seconds = VERIFIED_CACHE_SECONDS
+        if settings.jwks_url:
+            self._cache_seconds = min(VERIFIED_CACHE_SECONDS, settings.jwks_lifespan)
         self._key: Any = None
         self._jwks: jwt.PyJWKClient | None = None
         wanted = settings.jwt_algorithms
@@ -313,15 +322,24 @@ class TokenVerifier:
 
     def verify(self, token: str) -> Principal:
         """Verify a compact JWT; AuthenticationError (401) or KeyServerUnavailable (503)."""
+        now = time.time()
+        cached = self._verified.get(token)
+        if cached is not None and now < cached[1]:
+            return cached[0]
         try:
-            return self._verify(token)
+            principal, expires = self._verify(token)
         except (AuthenticationError, KeyServerUnavailable):
             raise
         except Exception:  # fail closed on anything unexpected
             log.warning("unexpected error while verifying a token", exc_info=True)
             raise _invalid("the token could not be verified") from None
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            self._verified.clear()
+        self._verified[token] = (principal, min(expires, now + self._cache_seconds))
+        return principal
 
-    def _verify(self, token: str) -> Principal:
+    def _verify(self, token: str) -> tuple[Principal, float]:
+        """The principal and the token's `exp`."""
         if not isinstance(token, str) or token.count(".") != 2:
             raise _invalid("the token is not a compact JWT")
         if len(token) > MAX_TOKEN_BYTES:
@@ -369,7 +387,7 @@ class TokenVerifier:
             raise _invalid("the token's signature does not verify") from None
         except jwt.InvalidTokenError:
             raise _invalid("the token is malformed or has invalid claims") from None
-        return self._principal(claims, kid)
+        return self._principal(claims, kid), float(claims["exp"])
 
     def _signing_key(self, kid: str | None, alg: str) -> tuple[Any, tuple[str, ...]]:
         if self._jwks is None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from typing import Any
 
@@ -42,6 +43,10 @@ class Metrics:
         self.decisions = Counter(
             "rolegate_decisions", "Decisions made, by result.", ["result"], registry=registry
         )
+        self.decisions_by_result = {
+            True: self.decisions.labels("allow"),
+            False: self.decisions.labels("deny"),
+        }
         self.decision_seconds = Histogram(
             "rolegate_decision_duration_seconds",
             "Time to answer a decision request (check or batch), by endpoint.",
@@ -186,13 +191,13 @@ def _record_response(metrics: Metrics, endpoint: str | None, response, started, 
         metrics.token_failures.labels(_token_failure_code(response) or "unknown").inc()
 
 
+_decided_in_request = threading.local()  # a request runs on one thread: its decision count
+
+
 def _count_decision(_principal, _request, decision, _payload) -> None:
     """Decision listener: count by result; the request's count gives the batch size."""
-    from flask import g, has_request_context
-
-    get().decisions.labels("allow" if decision.allowed else "deny").inc()
-    if has_request_context():
-        g.rolegate_decided = g.get("rolegate_decided", 0) + 1
+    get().decisions_by_result[decision.allowed].inc()
+    _decided_in_request.count = getattr(_decided_in_request, "count", 0) + 1
 
 
 def init_app(app, core) -> None:
@@ -207,6 +212,7 @@ def init_app(app, core) -> None:
     @app.before_request
     def _start_timer():
         g.rolegate_started = time.perf_counter()
+        _decided_in_request.count = 0
 
     @app.after_request
     def _record(response):
@@ -217,7 +223,7 @@ def init_app(app, core) -> None:
                 request.endpoint,
                 response,
                 g.get("rolegate_started"),
-                g.get("rolegate_decided", 0),
+                getattr(_decided_in_request, "count", 0),
             )
             decision_log = getattr(core, "decision_log", None) or app.extensions.get("decision_log")
             if decision_log is not None:

@@ -656,3 +656,29 @@ def test_parse_duration(text, seconds):
 def test_parse_duration_rejects(text):
     with pytest.raises(ValueError):
         parse_duration(text)
+
+
+# --- verified-token cache ------------------------------------------------------------------------
+
+
+def test_verified_tokens_are_reused_but_never_past_exp(monkeypatch):
+    v = verifier(jwt_secret=SECRET, jwt_leeway=0)
+    decodes = []
+    real_decode = jwt.decode
+    monkeypatch.setattr(jwt, "decode", lambda *a, **k: decodes.append(1) or real_decode(*a, **k))
+    token = jwt.encode({"sub": "u", "exp": int(time.time()) + 2}, SECRET, algorithm="HS256")
+    assert v.verify(token).subject == "u"
+    assert v.verify(token).subject == "u"
+    assert len(decodes) == 1, "the second check of the same token is served from the cache"
+    time.sleep(2.2)
+    rejects(v, token, "token_expired")
+
+
+def test_cache_is_bounded(monkeypatch):
+    import service.identity as identity
+
+    monkeypatch.setattr(identity, "VERIFIED_CACHE_SIZE", 5)
+    v = verifier(jwt_secret=SECRET)
+    for i in range(12):
+        v.verify(jwt.encode({"sub": f"u{i}", "exp": int(time.time()) + 60}, SECRET))
+    assert len(v._verified) <= 5

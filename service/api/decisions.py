@@ -74,7 +74,7 @@ OPENAPI_PATHS = {
                             "minItems": 1,
                             "maxItems": MAX_BATCH,
                             "items": {"$ref": "#/components/schemas/Check"},
-                        }
+                        },
                     },
                 }
             ),
