@@ -33,7 +33,6 @@ from ..audit.queries import page_after, subject_kind
 from ..core import MAX_RESOURCE_BYTES, Rolegate, validate_org, validate_text
 from ..engine import CheckRequest, Snapshot
 from ..errors import InvalidRequest, NotFound
-from ..rules import format_rule
 from .context import caller, get_core
 from .openapi import error_responses, json_response
 
@@ -231,18 +230,6 @@ def matrix(org: str):
     return result.to_dict()
 
 
-def _change_dict(entry) -> dict[str, Any]:
-    return {
-        "id": entry.id,
-        "revision": entry.revision,
-        "at": entry.at.isoformat(),
-        "actor": entry.actor,
-        "operation": entry.operation,
-        "rule": format_rule(entry.rule),
-        "ptype": entry.rule[0] if entry.rule else None,
-    }
-
-
 @bp.get("/v1/orgs/<org>/changes")
 def changes(org: str):
     core, snapshot, org = _audit_scope(org)
@@ -272,7 +259,7 @@ def changes(org: str):
     return {
         "org": org,
         "revision": snapshot.revision,
-        "changes": [_change_dict(entry) for entry in entries],
+        "changes": [entry.to_dict() for entry in entries],
         "next_since_revision": next_since_revision,
     }
 

@@ -330,7 +330,11 @@ def changes(org: str | None, since: str | None, limit: int, verify: bool, output
         if verify:
             broken = store.verify_chain()
             if output == "json":
-                click.echo(json.dumps({"intact": broken is None, "broken": _entry_dict(broken)}))
+                click.echo(
+                    json.dumps(
+                        {"intact": broken is None, "broken": broken.to_dict() if broken else None}
+                    )
+                )
             elif broken is None:
                 click.echo("change log intact")
             else:
@@ -345,7 +349,7 @@ def changes(org: str | None, since: str | None, limit: int, verify: bool, output
     finally:
         store.dispose()
     if output == "json":
-        click.echo(json.dumps([_entry_dict(entry) for entry in entries], indent=2))
+        click.echo(json.dumps([entry.to_dict() for entry in entries], indent=2))
         return
     for entry in entries:
         sign = "+" if entry.operation == "add" else "-"
@@ -355,21 +359,6 @@ def changes(org: str | None, since: str | None, limit: int, verify: bool, output
         )
     if len(entries) == limit:
         click.echo(f"(first {limit} entries shown: use --since or --limit for more)", err=True)
-
-
-def _entry_dict(entry) -> dict | None:
-    if entry is None:
-        return None
-    return {
-        "id": entry.id,
-        "revision": entry.revision,
-        "at": entry.at.isoformat(),
-        "actor": entry.actor,
-        "operation": entry.operation,
-        "rule": format_rule(entry.rule),
-        "org": entry.org,
-        "hash": entry.hash,
-    }
 
 
 COMMANDS = (lint, fmt, diff, import_, export, test, changes)

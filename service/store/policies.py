@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -260,6 +261,20 @@ class ChangeEntry:
     org: str
     prev_hash: str
     hash: str = field(repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, shared by the API and the CLI."""
+        return {
+            "id": self.id,
+            "revision": self.revision,
+            "at": self.at.isoformat(),
+            "actor": self.actor,
+            "operation": self.operation,
+            "ptype": self.rule[0] if self.rule else None,
+            "rule": format_rule(self.rule),
+            "org": self.org,
+            "hash": self.hash,
+        }
 
 
 def _format_at(moment: datetime) -> str:
