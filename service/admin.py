@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from casbin.util import key_match
 
@@ -46,6 +46,9 @@ from .errors import Conflict, Forbidden, InvalidRequest, NotFound, RolegateError
 from .identity import Principal
 from .rules import TEMPLATE_DOMAIN, Rule
 from .store import ChangeSet, rule_problem
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
 
 ADMIN_ROLE = "admin"
 MEMBERS, RULES, API_KEYS, ORGS, AUDIT = "/members", "/rules", "/api-keys", "/orgs", "/audit"
@@ -249,6 +252,8 @@ class _Plan:
 
     changes: ChangeSet
     result: dict[str, Any] = field(default_factory=dict)
+    # Other rows written in the same transaction as the rules (API key rows).
+    also: Callable[[sa.Connection], None] | None = None
 
 
 class OrgAdmin:
@@ -431,7 +436,10 @@ class OrgAdmin:
                 return {**planned.result, "revision": snapshot.revision}
             try:
                 revision = self.core.store.apply(
-                    planned.changes, actor=caller.actor, expected_revision=snapshot.revision
+                    planned.changes,
+                    actor=caller.actor,
+                    expected_revision=snapshot.revision,
+                    also=planned.also,
                 )
             except Conflict as exc:
                 if exc.code == "revision_conflict" and attempt + 1 < MAX_ATTEMPTS:
@@ -737,33 +745,23 @@ class OrgAdmin:
         name = validate_text(name, "name")
         roles = check_roles(roles)
         expiry = parse_expiry(expires_at)
-        key_id = self.core.api_keys.new_id()
+        keys = self.core.api_keys
+        key_id = keys.new_id()
         subject = key_subject(key_id)
+        key, full_key, row = keys.new_key(
+            key_id, org=org, name=name, roles=roles, created_by=caller.actor, expires_at=expiry
+        )
 
         def plan(snapshot: Snapshot) -> _Plan:
             base = self._authorize(caller, org, (API_KEYS, "manage"), snapshot=snapshot)
             self._require_roles(snapshot, org, roles)
             self._check_grant(base, snapshot, org, roles)
-            return _Plan(ChangeSet(added=[("g", subject, role, org) for role in roles]))
+            links = ChangeSet(added=[("g", subject, role, org) for role in roles])
+            return _Plan(links, also=lambda conn: keys.insert_row(conn, row))
 
+        # The key row and its role links commit together, or neither does.
         result = self._commit(caller, plan)
-        try:
-            key, secret = self.core.api_keys.insert(
-                key_id,
-                org=org,
-                name=name,
-                roles=roles,
-                created_by=caller.actor,
-                expires_at=expiry,
-            )
-        except Exception:
-            # Undo the links; they are harmless on their own (no row: the key never works).
-            self._commit(
-                caller,
-                lambda snapshot: _Plan(ChangeSet(removed=member_links(snapshot, org, subject))),
-            )
-            raise
-        return {**key.to_dict(), "key": secret, "revision": result["revision"]}
+        return {**key.to_dict(), "key": full_key, "revision": result["revision"]}
 
     def list_api_keys(self, caller: Caller, org: str) -> dict[str, Any]:
         org = check_org(org)
@@ -779,12 +777,17 @@ class OrgAdmin:
         key = self.core.api_keys.get(key_id)
         if key is None or key.org != org:
             raise NotFound(f"no API key {key_id!r} in org {org!r}")
-        revoked = self.core.api_keys.revoke(key_id)
-        result = self._commit(
-            caller,
-            lambda snapshot: _Plan(ChangeSet(removed=member_links(snapshot, org, key.subject))),
-        )
-        return {**(revoked or key).to_dict(), "revision": result["revision"]}
+        keys = self.core.api_keys
+
+        def plan(snapshot: Snapshot) -> _Plan:
+            links = ChangeSet(removed=member_links(snapshot, org, key.subject))
+            if links.is_empty():  # no links left: mark the row on its own
+                keys.revoke(key_id)
+            return _Plan(links, also=lambda conn: keys.revoke_row(conn, key_id))
+
+        # The row is marked revoked in the same transaction that drops the key's role links.
+        result = self._commit(caller, plan)
+        return {**(keys.get(key_id) or key).to_dict(), "revision": result["revision"]}
 
 
 def _item_error(subject: str | None, error: RolegateError) -> dict[str, Any]:

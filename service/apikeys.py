@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -187,7 +188,7 @@ class ApiKeyStore:
     def new_id() -> str:
         return secrets.token_hex(8)
 
-    def insert(
+    def new_key(
         self,
         key_id: str,
         *,
@@ -196,8 +197,9 @@ class ApiKeyStore:
         roles: Sequence[str],
         created_by: str,
         expires_at: str | None,
-    ) -> tuple[ApiKey, str]:
-        """Store a new key row; returns it and the full key `rgk_<id>_<secret>` (shown once)."""
+    ) -> tuple[ApiKey, str, dict[str, Any]]:
+        """A new key: its description, the full key `rgk_<id>_<secret>` (shown once) and the
+        row to store with `insert_row` (only the HMAC of the secret is kept)."""
         secret = secrets.token_urlsafe(32)
         row = {
             "id": key_id,
@@ -210,9 +212,6 @@ class ApiKeyStore:
             "expires_at": expires_at,
             "revoked_at": None,
         }
-        with self._write() as conn:
-            conn.execute(sa.insert(api_keys).values(**row))
-        log.info("api key %s created in org %s by %s", key_id, org, created_by)
         created = ApiKey(
             id=key_id,
             org=org,
@@ -223,12 +222,30 @@ class ApiKeyStore:
             expires_at=expires_at,
             revoked_at=None,
         )
-        return created, f"{KEY_PREFIX}{key_id}_{secret}"
+        return created, f"{KEY_PREFIX}{key_id}_{secret}", row
 
-    def delete(self, key_id: str) -> None:
-        """Remove a row outright (only to undo a creation whose policy write failed)."""
+    @staticmethod
+    def insert_row(conn: sa.Connection, row: dict[str, Any]) -> None:
+        """Store a key row inside the caller's transaction."""
+        conn.execute(sa.insert(api_keys).values(**row))
+        log.info("api key %s created in org %s by %s", row["id"], row["org"], row["created_by"])
+
+    def insert(self, key_id: str, **fields: Any) -> tuple[ApiKey, str]:
+        """Store a new key on its own (no role links); returns it and the full key."""
+        created, full_key, row = self.new_key(key_id, **fields)
         with self._write() as conn:
-            conn.execute(sa.delete(api_keys).where(api_keys.c.id == key_id))
+            self.insert_row(conn, row)
+        return created, full_key
+
+    @staticmethod
+    def revoke_row(conn: sa.Connection, key_id: str) -> None:
+        """Mark a key revoked inside the caller's transaction."""
+        conn.execute(
+            sa.update(api_keys)
+            .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+            .values(revoked_at=now_text())
+        )
+        log.info("api key %s revoked", key_id)
 
     def revoke(self, key_id: str) -> ApiKey | None:
         """Mark a key revoked (kept for audit); None when there is no such key."""

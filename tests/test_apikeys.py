@@ -265,3 +265,35 @@ def test_keys_from_another_server_key_do_not_verify(core, settings):
     other = ApiKeyStore(core.store.engine, b"o" * 40)
     with pytest.raises(AuthenticationError):
         other.authenticate(key)
+
+
+def test_key_row_and_role_links_commit_together(sqlite_live, monkeypatch):
+    """A key row that cannot be written leaves no role links and no new revision behind."""
+    from service.apikeys import ApiKeyStore
+
+    store = sqlite_live.core.store
+    before = store.revision()
+
+    def broken_insert(conn, row):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(ApiKeyStore, "insert_row", staticmethod(broken_insert))
+    response = create_key(sqlite_live, ["editor"])
+    assert response.status == 500
+    assert store.revision() == before
+    _, rules = store.load_all()
+    assert not [rule for rule in rules if rule[1].startswith("apikey:")]
+    assert sqlite_live.core.api_keys.list("acme") == []
+
+
+def test_revocation_and_link_removal_are_one_revision(sqlite_live):
+    created = create_key(sqlite_live, ["viewer"])
+    key_id = created.body["id"]
+    revoked = sqlite_live.client.request(
+        "DELETE", f"/v1/orgs/acme/api-keys/{key_id}", headers=sqlite_live.auth("alice", "acme")
+    )
+    assert revoked.status == 200, revoked.text
+    assert revoked.body["revision"] == created.body["revision"] + 1
+    assert revoked.body["state"] == "revoked"
+    _, rules = sqlite_live.core.store.load_all()
+    assert not [rule for rule in rules if rule[1] == f"apikey:{key_id}"]

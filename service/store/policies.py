@@ -604,8 +604,12 @@ class PolicyStore:
         actor: str,
         expected_revision: int | None = None,
         progress: Callable[[int], None] | None = None,
+        also: Callable[[sa.Connection], None] | None = None,
     ) -> int:
         """Apply `changes` as one new revision (one transaction) and return that revision.
+
+        `also(conn)` runs in the same transaction after the rules are written, for rows that
+        must commit or roll back with them (an API key and its role links).
 
         Raises PolicyError (invalid rule, nothing written), Conflict with code `rule_exists`
         (adding a rule already stored), `rule_missing` (removing a rule not stored) or
@@ -627,9 +631,12 @@ class PolicyStore:
                 )
             if changes.is_empty():
                 return current
-            return self._apply_locked(
+            revision = self._apply_locked(
                 conn, changes, actor=actor, current=current, progress=progress
             )
+            if also is not None:
+                also(conn)
+            return revision
 
     def replace_all(
         self, rules: Iterable[Rule], *, actor: str, domains: Iterable[str] | None = None
