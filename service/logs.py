@@ -16,7 +16,6 @@ import os
 import re
 import sys
 import time
-import uuid
 from datetime import UTC, datetime
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -42,7 +41,7 @@ def request_id_from(header: str | None) -> str:
     """The client's request id when well-formed, else a new one (never trusts odd input)."""
     if header and VALID_REQUEST_ID.fullmatch(header):
         return header
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()
 
 
 class JsonFormatter(logging.Formatter):
@@ -98,6 +97,7 @@ def init_app(app) -> None:
     from flask import g, request
 
     access = logging.getLogger("rolegate.access")
+    worker = str(os.getpid())  # the app is built in the worker process (after any fork)
 
     @app.before_request
     def _request_id():
@@ -111,7 +111,7 @@ def init_app(app) -> None:
         request_id = g.get("rolegate_request_id")
         if request_id:
             response.headers[REQUEST_ID_HEADER] = request_id
-        response.headers[WORKER_HEADER] = str(os.getpid())
+        response.headers[WORKER_HEADER] = worker
         core = app.extensions.get("rolegate")
         if core is not None:
             response.headers[REVISION_HEADER] = str(core.engine.revision)
