@@ -20,8 +20,7 @@ import logging
 import os
 import re
 import secrets
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,9 +29,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from .config import Settings
-from .errors import AuthenticationError, ConfigError, StoreUnavailable
+from .errors import AuthenticationError, ConfigError
 from .identity import Principal
-from .store.db import VALUE_WIDTH, WRITE_TRANSACTION, metadata
+from .store.db import VALUE_WIDTH, metadata, transaction
 
 log = logging.getLogger("rolegate.apikeys")
 
@@ -174,7 +173,7 @@ class ApiKeyStore:
 
     def _ensure_table(self) -> None:
         try:
-            with _transaction(self._engine, write=True) as conn:
+            with transaction(self._engine, write=True, what="API key store") as conn:
                 api_keys.create(conn, checkfirst=True)
         except (sa.exc.ProgrammingError, sa.exc.IntegrityError):
             pass  # created concurrently by another process (PostgreSQL)
@@ -271,18 +270,18 @@ class ApiKeyStore:
         return result.rowcount or 0
 
     def _write(self):
-        return _transaction(self._engine, write=True)
+        return transaction(self._engine, write=True, what="API key store")
 
     # -- reads --------------------------------------------------------------------------------
 
     def get(self, key_id: str) -> ApiKey | None:
-        with _transaction(self._engine, write=False) as conn:
+        with transaction(self._engine, write=False, what="API key store") as conn:
             row = conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id)).first()
         return None if row is None else _row_key(row)
 
     def list(self, org: str) -> list[ApiKey]:
         stmt = sa.select(api_keys).where(api_keys.c.org == org).order_by(api_keys.c.created_at)
-        with _transaction(self._engine, write=False) as conn:
+        with transaction(self._engine, write=False, what="API key store") as conn:
             return [_row_key(row) for row in conn.execute(stmt)]
 
     def authenticate(self, key: str) -> Principal:
@@ -291,7 +290,7 @@ class ApiKeyStore:
         if match is None or len(key) > MAX_KEY_CHARS:
             raise _unauthorized("the API key is malformed: expected rgk_<id>_<secret>")
         key_id, secret = match.groups()
-        with _transaction(self._engine, write=False) as conn:
+        with transaction(self._engine, write=False, what="API key store") as conn:
             row = conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id)).first()
         # Compute the digest even for unknown ids, so timing does not tell which ids exist.
         digest = self._digest(key_id, secret)
@@ -312,16 +311,3 @@ class ApiKeyStore:
             key_id=key_id,
             kind="api_key",
         )
-
-
-@contextmanager
-def _transaction(engine: sa.Engine, *, write: bool) -> Iterator[sa.Connection]:
-    """One transaction; SQLite writers take the write lock up front (BEGIN IMMEDIATE)."""
-    try:
-        with engine.connect() as conn:
-            if write:
-                conn.execution_options(**{WRITE_TRANSACTION: True})
-            with conn.begin():
-                yield conn
-    except sa.exc.OperationalError as exc:
-        raise StoreUnavailable("API key store unavailable") from exc

@@ -532,3 +532,22 @@ def test_concurrent_writers_get_distinct_consecutive_revisions(store_url: str):
         assert store.verify_chain() is None
     finally:
         store.dispose()
+
+
+def test_unreachable_database_is_store_unavailable_for_every_user_of_the_helper():
+    """Policy store, API keys and decision log share `transaction`: a lost database is a 503."""
+    from service.errors import StoreUnavailable
+    from service.store.db import transaction
+
+    engine = make_engine("postgresql+psycopg://postgres@127.0.0.1:1/nowhere")
+    try:
+        for what in ("policy store", "API key store", "decision log"):
+            with (
+                pytest.raises(StoreUnavailable) as info,
+                transaction(engine, write=False, what=what),
+            ):
+                pass
+            assert info.value.http_status == 503
+            assert info.value.message.startswith(f"{what} unavailable")
+    finally:
+        engine.dispose()

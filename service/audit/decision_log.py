@@ -37,6 +37,7 @@ from ..engine import CheckRequest, Decision
 from ..identity import Principal
 from ..logs import request_id_var
 from ..rules import format_rule
+from ..store.db import transaction
 
 log = logging.getLogger("rolegate.decision_log")
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
@@ -309,7 +310,7 @@ class DatabaseSink:
         if until is not None:
             stmt = stmt.where(table.c.at <= format_time(until.timestamp()))
         stmt = stmt.order_by(table.c.at.desc(), table.c.id.desc()).limit(limit)
-        with self.engine.connect() as conn:
+        with transaction(self.engine, write=False, what="decision log") as conn:
             return [json.loads(row.record) for row in conn.execute(stmt)]
 
     def close(self) -> None:

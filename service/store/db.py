@@ -18,11 +18,15 @@ on the busy timeout instead of failing on a stale snapshot.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
+
+from ..errors import StoreUnavailable
 
 # Connection execution option: start the transaction as a writer (SQLite `BEGIN IMMEDIATE`).
 WRITE_TRANSACTION = "rolegate_write"
@@ -136,3 +140,38 @@ def init_schema(engine: sa.Engine) -> None:
     from .schema import ensure_schema
 
     ensure_schema(engine)
+
+
+# Connection-level failures (refused, reset, timed out, killed backend): the store is unavailable.
+CONNECTION_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError)
+
+
+def failure_reason(exc: sa.exc.DBAPIError) -> str:
+    """The first line of the driver's message (no SQL, no parameters)."""
+    text = str(exc.orig) if exc.orig is not None else str(exc)
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+
+
+@contextmanager
+def transaction(
+    engine: sa.Engine, *, write: bool, what: str = "policy store"
+) -> Iterator[sa.Connection]:
+    """One transaction on the store's database; a lost database raises StoreUnavailable (503).
+
+    Writers take SQLite's write lock up front (BEGIN IMMEDIATE); PostgreSQL readers get
+    REPEATABLE READ, so a multi-statement read sees one state.
+    """
+    try:
+        with engine.connect() as conn:
+            if write:
+                conn.execution_options(**{WRITE_TRANSACTION: True})
+            elif is_postgresql(engine):
+                conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                yield conn
+    except CONNECTION_ERRORS as exc:
+        raise StoreUnavailable(f"{what} unavailable: {failure_reason(exc)}") from exc
+    except sa.exc.DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise StoreUnavailable(f"{what} unavailable: {failure_reason(exc)}") from exc
+        raise

@@ -19,7 +19,6 @@ import json
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -29,18 +28,20 @@ import sqlalchemy as sa
 from ..errors import Conflict, InvalidRequest, PolicyError, StoreUnavailable
 from ..rules import EFFECTS, FIELDS_BY_PTYPE, Rule, format_rule, rule_domain, sort_key
 from .db import (
+    CONNECTION_ERRORS,
     GENESIS_HASH,
     NOTIFY_CHANNEL,
     STATE_ROW_ID,
     VALUE_COLUMNS,
     VALUE_WIDTH,
-    WRITE_TRANSACTION,
     casbin_rule,
     change_log,
+    failure_reason,
     init_schema,
     is_postgresql,
     make_engine,
     policy_state,
+    transaction,
 )
 
 __all__ = [
@@ -430,9 +431,9 @@ class PolicyStore:
         engine = make_engine(url)
         try:
             init_schema(engine)
-        except _CONNECTION_ERRORS as exc:
+        except CONNECTION_ERRORS as exc:
             engine.dispose()
-            raise StoreUnavailable(f"policy store unreachable: {_reason(exc)}") from exc
+            raise StoreUnavailable(f"policy store unreachable: {failure_reason(exc)}") from exc
         except BaseException:
             engine.dispose()
             raise
@@ -447,22 +448,8 @@ class PolicyStore:
 
     # ---------------------------------------------------------------- transactions
 
-    @contextmanager
-    def _transaction(self, *, write: bool) -> Iterator[sa.Connection]:
-        try:
-            with self._engine.connect() as conn:
-                if write:
-                    conn.execution_options(**{WRITE_TRANSACTION: True})
-                elif self._postgresql:
-                    conn.execution_options(isolation_level="REPEATABLE READ")
-                with conn.begin():
-                    yield conn
-        except _CONNECTION_ERRORS as exc:
-            raise StoreUnavailable(f"policy store unavailable: {_reason(exc)}") from exc
-        except sa.exc.DBAPIError as exc:
-            if exc.connection_invalidated:
-                raise StoreUnavailable(f"policy store unavailable: {_reason(exc)}") from exc
-            raise
+    def _transaction(self, *, write: bool):
+        return transaction(self._engine, write=write)
 
     def _current_revision(self, conn: sa.Connection, *, lock: bool) -> int:
         stmt = sa.select(policy_state.c.revision).where(policy_state.c.id == STATE_ROW_ID)
@@ -838,16 +825,8 @@ class PolicyStore:
         return None
 
 
-# Connection-level failures (refused, reset, timed out, killed backend): the store is unavailable.
-_CONNECTION_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError)
-
 _HASHED_FIELDS = ("revision", "at", "actor", "operation", "ptype", "rule", "org")
 
 
 def _hash_fields(entry: dict) -> dict:
     return {key: entry[key] for key in _HASHED_FIELDS}
-
-
-def _reason(exc: sa.exc.DBAPIError) -> str:
-    text = str(exc.orig) if exc.orig is not None else str(exc)
-    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
