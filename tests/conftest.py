@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,6 +32,24 @@ def settings(tmp_path: Path) -> Settings:
         data_dir=str(tmp_path / "data"),
         jwt_secret=SECRET,
     )
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """A clean CLI environment: only these ROLEGATE_* variables, working dir `tmp_path`."""
+    monkeypatch.chdir(tmp_path)
+    for name in list(os.environ):
+        if name.startswith("ROLEGATE_"):
+            monkeypatch.delenv(name)
+    values = {
+        "ROLEGATE_DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}",
+        "ROLEGATE_MODEL": str(REPO_ROOT / "model.conf"),
+        "ROLEGATE_DATA_DIR": str(tmp_path / "data"),
+        "ROLEGATE_POLICY_DIR": str(SAMPLE_POLICIES),
+    }
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    return values
 
 
 @pytest.fixture

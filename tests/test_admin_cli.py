@@ -4,25 +4,18 @@ from __future__ import annotations
 
 import getpass
 import json
-import os
 
 import pytest
 from click.testing import CliRunner
 
 from service.cli import main
-from service.config import REPO_ROOT, Settings
+from service.config import Settings
 from service.core import Rolegate
 
 
 @pytest.fixture
-def env(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith("ROLEGATE_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("ROLEGATE_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
-    monkeypatch.setenv("ROLEGATE_POLICY_DIR", str(REPO_ROOT / "policies"))
-    monkeypatch.setenv("ROLEGATE_DATA_DIR", str(tmp_path / "data"))
+def env(env, tmp_path):
+    """The clean CLI environment with the sample policies imported into its store."""
     core = Rolegate.from_settings(Settings.from_env(), with_identity=False)
     core.sync_policies()
     core.close()

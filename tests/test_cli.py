@@ -13,23 +13,12 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 
 from service.cli import main
 from service.config import REPO_ROOT
 
 POLICIES = str(REPO_ROOT / "policies")
-
-
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith("ROLEGATE_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("ROLEGATE_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
-    return tmp_path
 
 
 def run(*args: str):
@@ -69,8 +58,8 @@ def test_check_against_the_store(env):
     assert run("check", "alice", "globex", "/projects/1", "delete").exit_code == 1
 
 
-def test_check_errors_exit_2_with_file_and_line(env):
-    bad = env / "bad"
+def test_check_errors_exit_2_with_file_and_line(env, tmp_path):
+    bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "org.csv").write_text("g, alice, admin, acme\np, alice, acme, /x, read\n")
     result = CliRunner().invoke(
@@ -166,8 +155,8 @@ def test_serve_demo_prints_a_curl_line_that_works(tmp_path: Path):
         process.wait(timeout=30)
 
 
-def test_serve_stops_on_a_policy_file_that_does_not_parse(env, monkeypatch):
-    bad = env / "bad"
+def test_serve_stops_on_a_policy_file_that_does_not_parse(env, tmp_path, monkeypatch):
+    bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "acme.csv").write_text("# members\ng, alice, admin, acme\ng, bob, editor\n")
     monkeypatch.setenv("ROLEGATE_POLICY_DIR", str(bad))

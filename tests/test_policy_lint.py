@@ -20,14 +20,6 @@ SAMPLE = REPO_ROOT / "policies"
 LINE = re.compile(r"^(?P<path>[^:]+):(?P<line>\d+):(?P<col>\d+): (?P<code>[a-z-]+): .+$")
 
 
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    monkeypatch.setenv("ROLEGATE_DATABASE_URL", f"sqlite:///{tmp_path / 'store.db'}")
-    monkeypatch.setenv("ROLEGATE_MODEL", str(REPO_ROOT / "model.conf"))
-    monkeypatch.setenv("ROLEGATE_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("ROLEGATE_POLICY_DIR", str(SAMPLE))
-
-
 def write(directory: Path, files: dict[str, str | bytes]) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     for name, content in files.items():

@@ -18,19 +18,6 @@ SAMPLE = REPO_ROOT / "policies"
 SUMMARY = re.compile(r"^(\d+) passed, (\d+) failed$")
 
 
-@pytest.fixture
-def env(tmp_path, monkeypatch) -> dict[str, str]:
-    values = {
-        "ROLEGATE_DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}",
-        "ROLEGATE_MODEL": str(REPO_ROOT / "model.conf"),
-        "ROLEGATE_DATA_DIR": str(tmp_path / "data"),
-        "ROLEGATE_POLICY_DIR": str(SAMPLE),
-    }
-    for name, value in values.items():
-        monkeypatch.setenv(name, value)
-    return values
-
-
 def run(*args: str):
     return CliRunner().invoke(main, ["test", *args])
 

@@ -27,19 +27,6 @@ MODEL = REPO_ROOT / "model.conf"
 
 
 @pytest.fixture
-def env(tmp_path, monkeypatch) -> dict[str, str]:
-    values = {
-        "ROLEGATE_DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}",
-        "ROLEGATE_MODEL": str(MODEL),
-        "ROLEGATE_DATA_DIR": str(tmp_path / "data"),
-        "ROLEGATE_POLICY_DIR": str(SAMPLE),
-    }
-    for name, value in values.items():
-        monkeypatch.setenv(name, value)
-    return values
-
-
-@pytest.fixture
 def store(env):
     store = PolicyStore.from_url(env["ROLEGATE_DATABASE_URL"])
     yield store
