@@ -156,6 +156,18 @@ def make_live_server(tmp_path: Path):
         core.close()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path: Path) -> Iterator[str]:
+    """Run the test twice: on a SQLite file and on a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+        return
+    from pg import fresh_schema_url, postgres_url_or_skip
+
+    with fresh_schema_url(postgres_url_or_skip()) as url:
+        yield url
+
+
 @pytest.fixture
 def live(make_live_server, settings: Settings) -> LiveServer:
     return make_live_server(settings)

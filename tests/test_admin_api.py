@@ -17,11 +17,6 @@ from service.admin import Caller, OrgAdmin
 from service.config import REPO_ROOT
 from service.store import ChangeSet
 
-try:
-    from pg import fresh_schema_url, postgres_url_or_skip
-except ImportError:  # pragma: no cover - imported as a package
-    from tests.pg import fresh_schema_url, postgres_url_or_skip
-
 PLATFORM_CSV = """# Platform administrators (hold roles in every org through the `*` domain).
 # rolegate: global-membership
 g, root, platform-admin, *
@@ -36,16 +31,10 @@ def policy_dir(tmp_path: Path) -> Path:
     return target
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def live(request, make_live_server, settings, tmp_path):
-    settings = settings.replace(policy_dir=str(policy_dir(tmp_path)))
-    if request.param == "sqlite":
-        yield make_live_server(settings)
-        return
-    with fresh_schema_url(postgres_url_or_skip()) as url:
-        server = make_live_server(settings.replace(database_url=url))
-        yield server
-        server.core.close()
+@pytest.fixture
+def live(store_url, make_live_server, settings, tmp_path):
+    policies = str(policy_dir(tmp_path))
+    return make_live_server(settings.replace(database_url=store_url, policy_dir=policies))
 
 
 @pytest.fixture

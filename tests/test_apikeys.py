@@ -14,21 +14,10 @@ from service.apikeys import SECRET_FILE, ApiKeyStore, api_keys, server_key
 from service.errors import AuthenticationError, ConfigError
 from service.store import ChangeSet
 
-try:
-    from pg import fresh_schema_url, postgres_url_or_skip
-except ImportError:  # pragma: no cover - imported as a package
-    from tests.pg import fresh_schema_url, postgres_url_or_skip
 
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def live(request, make_live_server, settings):
-    if request.param == "sqlite":
-        yield make_live_server(settings)
-        return
-    with fresh_schema_url(postgres_url_or_skip()) as url:
-        server = make_live_server(settings.replace(database_url=url))
-        yield server
-        server.core.close()
+@pytest.fixture
+def live(store_url, make_live_server, settings):
+    return make_live_server(settings.replace(database_url=store_url))
 
 
 @pytest.fixture
