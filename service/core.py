@@ -28,7 +28,6 @@ from .config import REPO_ROOT, Settings
 from .engine import CheckRequest, Decision, Engine, Snapshot
 from .errors import Forbidden, InvalidRequest, ServiceUnavailable
 from .identity import Principal, TokenVerifier
-from .rules import TEMPLATE_DOMAIN
 from .store import ChangeSet, PolicyStore, read_policy_dir
 
 log = logging.getLogger("rolegate")
@@ -434,7 +433,6 @@ __all__ = [
     "MAX_BATCH",
     "CheckInput",
     "Rolegate",
-    "TEMPLATE_DOMAIN",
     "decision_payload",
     "parse_check_input",
     "validate_org",

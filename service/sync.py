@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy.engine import make_url
 
 from . import metrics
-from .store.db import NOTIFY_CHANNEL
+from .store.db import NOTIFY_CHANNEL, failure_reason
 
 if TYPE_CHECKING:
     from .core import Rolegate
@@ -120,10 +120,10 @@ class PolicySync:
                 if self._stop.is_set():
                     break
                 self.listening = False
-                self.core.note_store_error(f"listener: {_reason(exc)}")
+                self.core.note_store_error(f"listener: {failure_reason(exc)}")
                 log.warning(
                     "policy listener disconnected (%s); reconnecting in %.1f s",
-                    _reason(exc),
+                    failure_reason(exc),
                     backoff,
                 )
                 self._stop.wait(backoff * random.uniform(0.8, 1.2))
@@ -162,8 +162,3 @@ class PolicySync:
         revision = parse_revision(payload)
         self.core.note_store_revision(revision)
         self.core.refresh(target=revision)
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

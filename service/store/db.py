@@ -146,9 +146,10 @@ def init_schema(engine: sa.Engine) -> None:
 CONNECTION_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError)
 
 
-def failure_reason(exc: sa.exc.DBAPIError) -> str:
+def failure_reason(exc: BaseException) -> str:
     """The first line of the driver's message (no SQL, no parameters)."""
-    text = str(exc.orig) if exc.orig is not None else str(exc)
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc)
     return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
 
 
