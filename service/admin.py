@@ -95,7 +95,7 @@ def check_fields(
 ) -> dict:
     """`data` must be an object with every required field and nothing unknown."""
     if not isinstance(data, dict):
-        raise InvalidRequest(f"{where or 'body'}: expected a JSON object")
+        raise InvalidRequest(f"{where.rstrip('.') or 'body'}: expected a JSON object")
     required = tuple(required)
     unknown = sorted(set(data) - set(required) - set(optional))
     if unknown:
@@ -816,7 +816,7 @@ def rule_to_dict(rule: Rule) -> dict[str, str]:
 def rule_from_dict(data: Any, org: str, where: str = "") -> Rule:
     """`{"type": "p", subject, resource, action, effect}` or `{"type": "g", member, role}`."""
     if not isinstance(data, Mapping):
-        raise InvalidRequest(f"{where or 'rule'}: expected a JSON object")
+        raise InvalidRequest(f"{where.rstrip('.') or 'rule'}: expected a JSON object")
     kind = data.get("type")
     if kind == "p":
         check_fields(data, ("type", "subject", "resource", "action", "effect"), where=where)

@@ -104,7 +104,7 @@ _REQUIRED_CHECK_FIELDS = tuple(field for field, required in CHECK_FIELDS.items()
 def parse_check_input(data: Any, where: str = "") -> CheckInput:
     """Validate one check object from JSON; errors name the field (`checks[3].resource`)."""
     if not isinstance(data, dict):
-        raise InvalidRequest(f"{where or 'body'}: expected a JSON object")
+        raise InvalidRequest(f"{where.rstrip('.') or 'body'}: expected a JSON object")
     if not data.keys() <= _CHECK_FIELD_NAMES:
         unknown = sorted(set(data) - _CHECK_FIELD_NAMES)
         raise InvalidRequest(f"{where}{unknown[0]}: unknown field")

@@ -366,3 +366,13 @@ def test_jwks_unknown_key_and_key_server_down(make_live_server, settings):
     assert_error(call("k2"), 401, "unknown_key")
     keys.stop()
     assert_error(call("k3"), 503, "key_server_unavailable")
+
+
+def test_batch_item_that_is_not_an_object_is_named(live):
+    response = live.client.post(
+        "/v1/check/batch",
+        {"checks": [{"resource": "/p", "action": "read"}, 7]},
+        headers=live.auth("bob", "acme"),
+    )
+    assert_error(response, 400, "invalid_request")
+    assert response.body["error"]["message"] == "checks[1]: expected a JSON object"
