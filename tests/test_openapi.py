@@ -14,9 +14,9 @@ def served_operations(app) -> set[tuple[str, str]]:
             continue
         path = rule.rule.replace("<", "{").replace(">", "}")
         path = "/".join(
-            part.split(":")[-1] if part.startswith("{") else part for part in path.split("/")
+            "{" + part[1:].split(":")[-1] if part.startswith("{") else part
+            for part in path.split("/")
         )
-        path = path.replace("{", "{").replace("}", "}")
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             operations.add((path.rstrip("/") or "/", method.lower()))
     return operations
