@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import sqlalchemy as sa  # noqa: E402
 
-from service.rules import Rule  # noqa: E402
+from rolegate.rules import Rule  # noqa: E402
 
 ROLES = ("admin", "editor", "member", "viewer")  # each inherits the next one
 ACTIONS = ("read", "list", "update", "delete")
@@ -76,8 +76,8 @@ def dataset(orgs: int, members: int = MEMBERS_PER_ORG, huge_org: int = 0) -> Ite
 
 def write_sqlite(url: str, rules: Iterator[Rule], *, chunk: int = INSERT_CHUNK) -> int:
     """Bulk insert into a fresh store's casbin_rule (executemany per chunk); revision = 1."""
-    from service.store import PolicyStore, casbin_rule, policy_state
-    from service.store.db import STATE_ROW_ID, VALUE_COLUMNS
+    from rolegate.store import PolicyStore, casbin_rule, policy_state
+    from rolegate.store.db import STATE_ROW_ID, VALUE_COLUMNS
 
     store = PolicyStore.from_url(url)
     count = 0
@@ -106,7 +106,7 @@ def write_sqlite(url: str, rules: Iterator[Rule], *, chunk: int = INSERT_CHUNK) 
 
 
 def write_csv(directory: Path, rules: Iterator[Rule]) -> int:
-    from service.store import write_policy_dir
+    from rolegate.store import write_policy_dir
 
     rules = list(rules)
     write_policy_dir(directory, rules)

@@ -15,9 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from service.config import REPO_ROOT, Settings
-from service.core import CheckInput, Rolegate
-from service.identity import mint_token
+from rolegate.config import REPO_ROOT, Settings
+from rolegate.core import CheckInput, Rolegate
+from rolegate.identity import mint_token
 
 CHECKS = [
     CheckInput(resource=f"/projects/{i}", action=("read", "update", "delete", "create")[i % 4])

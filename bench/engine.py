@@ -48,7 +48,7 @@ def percentiles(samples_ns: list[int]) -> dict[str, float]:
 
 
 def requests_for(orgs: list[str], members: int, count: int, seed: int):
-    from service.engine import CheckRequest
+    from rolegate.engine import CheckRequest
 
     rng = random.Random(seed)
     actions = (*dataset.ACTIONS, "approve")
@@ -74,8 +74,8 @@ def time_calls(function, requests) -> list[int]:
 
 def measure(orgs: int, huge: int, workdir: Path) -> dict:
     """Runs in the child: build, load and decide for one size."""
-    from service.engine import Engine
-    from service.store import PolicyStore
+    from rolegate.engine import Engine
+    from rolegate.store import PolicyStore
 
     url = f"sqlite:///{workdir / f'bench-{orgs}-{huge}.db'}"
     started = time.perf_counter()
@@ -125,7 +125,7 @@ def measure(orgs: int, huge: int, workdir: Path) -> dict:
         members = [
             dataset.member_name("huge", index) for index in range(0, huge, max(1, huge // 200))
         ]
-        from service.engine import CheckRequest
+        from rolegate.engine import CheckRequest
 
         firsts = []
         for member in members:

@@ -13,8 +13,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from flask import Flask  # noqa: E402
 
-from service.cli.serve import gunicorn_options, run_gunicorn  # noqa: E402
-from service.config import Settings  # noqa: E402
+from rolegate.cli.serve import gunicorn_options, run_gunicorn  # noqa: E402
+from rolegate.config import Settings  # noqa: E402
 
 
 def create_app() -> Flask:

@@ -47,7 +47,7 @@ mkdir -p "$ROLEGATE_POLICY_DIR"
 echo "dataset: $ORGS orgs"
 (cd "$ROOT" && $PYTHON bench/dataset.py --orgs "$ORGS" --sqlite "$ROLEGATE_DATABASE_URL")
 
-(cd "$ROOT" && exec $PYTHON -m service.cli serve --host 127.0.0.1 --port "$PORT" --workers "$WORKERS" \
+(cd "$ROOT" && exec $PYTHON -m rolegate.cli serve --host 127.0.0.1 --port "$PORT" --workers "$WORKERS" \
   >"$WORK/serve.log" 2>&1) &
 PIDS+=($!)
 (cd "$ROOT" && exec $PYTHON bench/hello_app.py --port "$HELLO_PORT" --workers "$WORKERS" \
@@ -58,7 +58,7 @@ wait_for "http://127.0.0.1:$HELLO_PORT/"
 
 ORG=org00001
 SUBJECT="user0@$ORG"  # an admin of $ORG
-TOKEN=$(cd "$ROOT" && $PYTHON -m service.cli token --sub "$SUBJECT" --org "$ORG" --ttl 1h)
+TOKEN=$(cd "$ROOT" && $PYTHON -m rolegate.cli token --sub "$SUBJECT" --org "$ORG" --ttl 1h)
 
 cat >"$WORK/check.lua" <<LUA
 wrk.method = "POST"

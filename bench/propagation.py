@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT))
 
 import sqlalchemy as sa  # noqa: E402
 
-from service.config import Settings  # noqa: E402
-from service.identity import mint_token  # noqa: E402
+from rolegate.config import Settings  # noqa: E402
+from rolegate.identity import mint_token  # noqa: E402
 
 SECRET = "bench-secret-" + "x" * 40
 TARGET_S = 1.0
@@ -70,7 +70,7 @@ def start_instance(
         "ROLEGATE_POLL_INTERVAL": str(poll),
         "ROLEGATE_LOG_LEVEL": "WARNING",
     }
-    args = [sys.executable, "-m", "service.cli", "serve", "--port", str(port)]
+    args = [sys.executable, "-m", "rolegate.cli", "serve", "--port", str(port)]
     if sync:
         args.append("--sync-policies")
     log = (workdir / f"serve-{port}.log").open("wb")

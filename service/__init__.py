@@ -1,43 +1,4 @@
-"""Rolegate: an authorization decision service built on Casbin."""
+"""Rolegate: an authorization decision service built on Casbin.
 
-from __future__ import annotations
-
-from flask import Flask
-
-from . import logs, metrics
-from .config import Settings
-from .core import Rolegate
-from .logs import configure_logging
-
-
-def create_app(
-    settings: Settings | None = None,
-    *,
-    core: Rolegate | None = None,
-    sync_policies: bool = False,
-    follow_store: bool = True,
-) -> Flask:
-    """The Flask application. Tests pass `settings` (or a ready `core`); `serve` passes nothing.
-
-    Builds the core from settings (reading `ROLEGATE_*` when none are given), loads the policy
-    and registers the API blueprints and the JSON error handlers. `follow_store`: keep the
-    policy at the store's revision from this process (LISTEN/NOTIFY and the revision poll,
-    stopped by `core.close()`).
-    """
-    if core is None:
-        settings = settings or Settings.from_env()
-        configure_logging(settings.log_level, settings.log_format)
-        core = Rolegate.from_settings(settings)
-        core.start(sync_policies=sync_policies)
-    from . import api
-
-    app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = api.MAX_BODY_BYTES
-    app.json.sort_keys = False  # answers keep their documented field order, and encode faster
-    app.extensions["rolegate"] = core
-    logs.init_app(app)
-    metrics.init_app(app, core)
-    api.init_app(app)
-    if follow_store:
-        core.start_sync()
-    return app
+The HTTP app factory is `rolegate.api.create_app`; the decision engine is `rolegate.engine`.
+"""

@@ -6,7 +6,7 @@ constant-time. The server key is `ROLEGATE_API_KEY_SECRET`, else a random key ge
 the data dir (file `api-key-secret`, mode 600): every process that verifies keys must share it.
 
 A key's roles are ordinary `g, apikey:<id>, <role>, <org>` rules in the policy store (written by
-`service.admin`), so the engine decides for a key exactly as for a user; this module only keeps
+`rolegate.admin`), so the engine decides for a key exactly as for a user; this module only keeps
 the key row and answers "is this key valid right now". The row is read on every authentication,
 so a revoked or expired key is refused at once by every worker.
 """

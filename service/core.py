@@ -168,13 +168,13 @@ class Rolegate:
         self.last_reload_error: str | None = None
         self.loaded = False
         self._reload_lock = threading.Lock()
-        # What this process last heard from the store (see `refresh`, `service.sync`).
+        # What this process last heard from the store (see `refresh`, `rolegate.sync`).
         self.store_revision: int | None = None
         self.store_error: str | None = None
         self.revision_applied_at: float | None = None  # time.time() of the last snapshot swap
         # Called as (old_revision, new_revision, kind) after each snapshot swap from the store.
         self.reload_listeners: list[Callable[[int, int, str], None]] = []
-        self.sync = None  # service.sync.PolicySync once start_sync() ran
+        self.sync = None  # rolegate.sync.PolicySync once start_sync() ran
 
     @classmethod
     def from_settings(cls, settings: Settings, *, with_identity: bool = True) -> Rolegate:

@@ -2,7 +2,7 @@
 
 Claims are mapped by dotted path, from a provider preset (`ROLEGATE_CLAIMS`) or explicit
 `ROLEGATE_CLAIM_*` paths. Whether token roles are trusted is decided by the caller, not here.
-Every failure is a `service.errors` type; messages never contain the token.
+Every failure is a `rolegate.errors` type; messages never contain the token.
 """
 
 from __future__ import annotations

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from werkzeug.serving import make_server
 
-from service import create_app
-from service.config import REPO_ROOT, Settings
-from service.core import Rolegate
-from service.identity import mint_token
+from rolegate.api import create_app
+from rolegate.config import REPO_ROOT, Settings
+from rolegate.core import Rolegate
+from rolegate.identity import mint_token
 
 SAMPLE_POLICIES = REPO_ROOT / "policies"
 SECRET = "test-secret-" + "x" * 40

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from conftest import SAMPLE_POLICIES, SECRET, HttpClient
 from pg import postgres_url_or_skip
 
-from service.config import REPO_ROOT
+from rolegate.config import REPO_ROOT
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 15.0, interval: float = 0.02):
@@ -181,7 +181,7 @@ class ServeProcess:
     def start(self, *args: str, wait: bool = True) -> ServeProcess:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "serve", "--port", str(self.port), *args],
+            [sys.executable, "-m", "rolegate.cli", "serve", "--port", str(self.port), *args],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -13,9 +13,9 @@ from urllib.parse import quote
 
 import pytest
 
-from service.admin import Caller, OrgAdmin
-from service.config import REPO_ROOT
-from service.store import ChangeSet
+from rolegate.admin import Caller, OrgAdmin
+from rolegate.config import REPO_ROOT
+from rolegate.store import ChangeSet
 
 PLATFORM_CSV = """# Platform administrators (hold roles in every org through the `*` domain).
 # rolegate: global-membership

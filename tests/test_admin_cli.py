@@ -8,9 +8,9 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from service.cli import main
-from service.config import Settings
-from service.core import Rolegate
+from rolegate.cli import main
+from rolegate.config import Settings
+from rolegate.core import Rolegate
 
 
 @pytest.fixture
@@ -114,7 +114,7 @@ def test_rules_and_keys(env):
     ok("org", "keys", "revoke", "acme", key["id"])
     core = store_core()
     try:
-        from service.errors import AuthenticationError
+        from rolegate.errors import AuthenticationError
 
         with pytest.raises(AuthenticationError):
             core.api_keys.authenticate(key["key"])

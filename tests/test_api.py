@@ -7,7 +7,7 @@ import time
 import jwt
 import pytest
 
-from service.core import MAX_BATCH
+from rolegate.core import MAX_BATCH
 
 
 def allowed(response) -> bool:
@@ -313,7 +313,7 @@ def test_token_roles_only_count_when_trusted(make_live_server, settings):
 
 
 def test_role_change_applies_on_next_check(live):
-    from service.store import ChangeSet
+    from rolegate.store import ChangeSet
 
     assert not allowed(live.check("carol", "acme", "/projects", "create"))
     live.core.store.apply(

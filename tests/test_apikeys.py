@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from service.apikeys import SECRET_FILE, ApiKeyStore, api_keys, server_key
-from service.errors import AuthenticationError, ConfigError
-from service.store import ChangeSet
+from rolegate.apikeys import SECRET_FILE, ApiKeyStore, api_keys, server_key
+from rolegate.errors import AuthenticationError, ConfigError
+from rolegate.store import ChangeSet
 
 
 @pytest.fixture
@@ -258,7 +258,7 @@ def test_keys_from_another_server_key_do_not_verify(core, settings):
 
 def test_key_row_and_role_links_commit_together(sqlite_live, monkeypatch):
     """A key row that cannot be written leaves no role links and no new revision behind."""
-    from service.apikeys import ApiKeyStore
+    from rolegate.apikeys import ApiKeyStore
 
     store = sqlite_live.core.store
     before = store.revision()

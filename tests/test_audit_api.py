@@ -9,8 +9,8 @@ from urllib.parse import quote, urlencode
 
 import pytest
 
-from service.config import REPO_ROOT
-from service.store import ChangeSet
+from rolegate.config import REPO_ROOT
+from rolegate.store import ChangeSet
 
 GLOBAL_ADMIN = "# rolegate: global-membership\ng, root, platform-admin, *\n"
 

@@ -16,7 +16,7 @@ from casbin.util import key_match
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.audit import (
+from rolegate.audit import (
     ANY_SUBJECT,
     OWNER_SUBJECT,
     access_matrix,
@@ -28,13 +28,13 @@ from service.audit import (
     require_subject,
     who_can,
 )
-from service.audit.queries import page_after
-from service.config import REPO_ROOT
-from service.engine import CheckRequest, Engine
-from service.engine.patterns import compile_matcher
-from service.errors import NotFound
-from service.rules import TEMPLATE_DOMAIN, format_rule, rule_domain
-from service.store import read_policy_dir
+from rolegate.audit.queries import page_after
+from rolegate.config import REPO_ROOT
+from rolegate.engine import CheckRequest, Engine
+from rolegate.engine.patterns import compile_matcher
+from rolegate.errors import NotFound
+from rolegate.rules import TEMPLATE_DOMAIN, format_rule, rule_domain
+from rolegate.store import read_policy_dir
 
 MODEL = REPO_ROOT / "model.conf"
 
@@ -364,7 +364,7 @@ def test_reverse_queries_never_leak_other_orgs(rules):
 def cli(monkeypatch, tmp_path):
     from click.testing import CliRunner
 
-    from service.cli import main
+    from rolegate.cli import main
 
     monkeypatch.setenv("ROLEGATE_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
     monkeypatch.setenv("ROLEGATE_MODEL", str(MODEL))
@@ -413,10 +413,10 @@ def test_cli_unknown_subject_and_org_exit_2(cli):
 def test_cli_decisions_reads_the_log_file(monkeypatch, tmp_path):
     from click.testing import CliRunner
 
-    from service.audit.decision_log import DecisionLog, FileSink
-    from service.cli import main
-    from service.engine import Decision
-    from service.identity import Principal
+    from rolegate.audit.decision_log import DecisionLog, FileSink
+    from rolegate.cli import main
+    from rolegate.engine import Decision
+    from rolegate.identity import Principal
 
     path = tmp_path / "decisions.jsonl"
     decision_log = DecisionLog([FileSink(path)])

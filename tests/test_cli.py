@@ -15,8 +15,8 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from service.cli import main
-from service.config import REPO_ROOT
+from rolegate.cli import main
+from rolegate.config import REPO_ROOT
 
 POLICIES = str(REPO_ROOT / "policies")
 
@@ -48,8 +48,8 @@ def test_check_exit_codes_against_a_policy_dir(env):
 
 
 def test_check_against_the_store(env):
-    from service.config import Settings
-    from service.core import Rolegate
+    from rolegate.config import Settings
+    from rolegate.core import Rolegate
 
     core = Rolegate.from_settings(Settings.from_env(policy_dir=POLICIES), with_identity=False)
     core.sync_policies()
@@ -104,7 +104,7 @@ def test_serve_demo_prints_a_curl_line_that_works(tmp_path: Path):
         [
             sys.executable,
             "-m",
-            "service.cli",
+            "rolegate.cli",
             "serve",
             "--demo",
             "--port",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from service.store import ChangeSet
+from rolegate.store import ChangeSet
 
 sync_api = pytest.importorskip("playwright.sync_api")
 

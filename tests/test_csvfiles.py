@@ -11,9 +11,9 @@ from casbin.persist.adapter import _extract_tokens
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.config import REPO_ROOT
-from service.errors import PolicyError
-from service.store import (
+from rolegate.config import REPO_ROOT
+from rolegate.errors import PolicyError
+from rolegate.store import (
     Location,
     csvfiles,
     format_rule_line,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from service.audit.decision_log import (
+from rolegate.audit.decision_log import (
     FIELDS,
     DatabaseSink,
     DecisionLog,
@@ -19,10 +19,10 @@ from service.audit.decision_log import (
     StreamSink,
     decision_log_table,
 )
-from service.config import Settings
-from service.engine import CheckRequest, Decision
-from service.identity import Principal
-from service.store import make_engine
+from rolegate.config import Settings
+from rolegate.engine import CheckRequest, Decision
+from rolegate.identity import Principal
+from rolegate.store import make_engine
 
 PRINCIPAL = Principal("bob", "acme", (), "https://issuer.example", "key-1")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from service.config import REPO_ROOT, SETTINGS, Settings
+from rolegate.config import REPO_ROOT, SETTINGS, Settings
 
 README = (REPO_ROOT / "README.md").read_text()
 

@@ -15,12 +15,12 @@ import pytest
 import yaml
 from casbin.util import key_match
 
-from service.config import REPO_ROOT
-from service.engine import CheckRequest, Engine
-from service.engine.fallback import MAX_ENFORCERS
-from service.engine.model import classify, load_model
-from service.errors import ConfigError
-from service.rules import format_rule
+from rolegate.config import REPO_ROOT
+from rolegate.engine import CheckRequest, Engine
+from rolegate.engine.fallback import MAX_ENFORCERS
+from rolegate.engine.model import classify, load_model
+from rolegate.errors import ConfigError
+from rolegate.rules import format_rule
 
 MODEL = REPO_ROOT / "model.conf"
 CASES = Path(__file__).parent / "engine_cases"

@@ -25,9 +25,9 @@ from casbin.util import key_match
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.config import REPO_ROOT
-from service.engine import CheckRequest, Decision, Engine
-from service.rules import Rule, format_rule
+from rolegate.config import REPO_ROOT
+from rolegate.engine import CheckRequest, Decision, Engine
+from rolegate.rules import Rule, format_rule
 
 SHIPPED_MODEL = REPO_ROOT / "model.conf"
 SCALE = max(1, int(os.environ.get("ROLEGATE_DIFF_SCALE", "1")))
@@ -153,7 +153,7 @@ def write_model(directory: Path, variant: Variant) -> Path:
 
 def test_shipped_variant_is_the_shipped_model(model_dir):
     """The generated `shipped` text means the same as model.conf (same classification)."""
-    from service.engine.model import classify, load_model
+    from rolegate.engine.model import classify, load_model
 
     assert classify(load_model(write_model(model_dir, SHIPPED))) == classify(
         load_model(SHIPPED_MODEL)

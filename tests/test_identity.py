@@ -18,9 +18,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.x509.oid import NameOID
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from service.config import Settings
-from service.errors import AuthenticationError, ConfigError, InvalidRequest, KeyServerUnavailable
-from service.identity import Principal, TokenVerifier, mint_token, parse_duration
+from rolegate.config import Settings
+from rolegate.errors import AuthenticationError, ConfigError, InvalidRequest, KeyServerUnavailable
+from rolegate.identity import Principal, TokenVerifier, mint_token, parse_duration
 
 try:
     from jwks_server import JWKSServer
@@ -675,7 +675,7 @@ def test_verified_tokens_are_reused_but_never_past_exp(monkeypatch):
 
 
 def test_cache_is_bounded(monkeypatch):
-    import service.identity as identity
+    import rolegate.identity as identity
 
     monkeypatch.setattr(identity, "VERIFIED_CACHE_SIZE", 5)
     v = verifier(jwt_secret=SECRET)

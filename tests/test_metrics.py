@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.store import ChangeSet
-from service.store.policies import PolicyStore
+from rolegate.store import ChangeSet
+from rolegate.store.policies import PolicyStore
 
 
 def scrape(live) -> dict[tuple[str, tuple], float]:

@@ -10,10 +10,10 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 from scaleout import dedicated_database
 
-from service.cli import main
-from service.store import ChangeSet, PolicyStore
-from service.store.db import make_engine, metadata
-from service.store.schema import (
+from rolegate.cli import main
+from rolegate.store import ChangeSet, PolicyStore
+from rolegate.store.db import make_engine, metadata
+from rolegate.store.schema import (
     SchemaError,
     declared_metadata,
     head_revision,

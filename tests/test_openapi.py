@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from openapi_spec_validator import validate
 
-from service import create_app
+from rolegate.api import create_app
 
 
 def served_operations(app) -> set[tuple[str, str]]:

@@ -8,9 +8,9 @@ import pytest
 import sqlalchemy as sa
 from scaleout import TcpProxy, dedicated_database, terminate_backends, wait_for
 
-from service.core import Rolegate
-from service.store import ChangeSet, PolicyStore
-from service.sync import PolicySync
+from rolegate.core import Rolegate
+from rolegate.store import ChangeSet, PolicyStore
+from rolegate.sync import PolicySync
 
 GRANTS = [("g", f"user{i}", "viewer", "globex") for i in range(3)]
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from service.cli import main
-from service.config import REPO_ROOT
-from service.engine.snapshot import MAX_LINKS_FOLLOWED
-from service.policy.lint import GLOBAL_MEMBERSHIP_MARKER, lint_policy_dir
-from service.store import csvfiles
+from rolegate.cli import main
+from rolegate.config import REPO_ROOT
+from rolegate.engine.snapshot import MAX_LINKS_FOLLOWED
+from rolegate.policy.lint import GLOBAL_MEMBERSHIP_MARKER, lint_policy_dir
+from rolegate.store import csvfiles
 
 SAMPLE = REPO_ROOT / "policies"
 LINE = re.compile(r"^(?P<path>[^:]+):(?P<line>\d+):(?P<col>\d+): (?P<code>[a-z-]+): .+$")

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from service.cli import main
-from service.config import REPO_ROOT
-from service.policy.suite import load_suites
-from service.store import PolicyStore, read_policy_dir
+from rolegate.cli import main
+from rolegate.config import REPO_ROOT
+from rolegate.policy.suite import load_suites
+from rolegate.store import PolicyStore, read_policy_dir
 
 SAMPLE = REPO_ROOT / "policies"
 SUMMARY = re.compile(r"^(\d+) passed, (\d+) failed$")

@@ -15,12 +15,12 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from service.cli import main
-from service.cli import policy as policy_cli
-from service.config import REPO_ROOT
-from service.policy.impact import diff_rules
-from service.store import PolicyStore, change_log, csvfiles, read_policy_dir
-from service.store.policies import ChangeSet
+from rolegate.cli import main
+from rolegate.cli import policy as policy_cli
+from rolegate.config import REPO_ROOT
+from rolegate.policy.impact import diff_rules
+from rolegate.store import PolicyStore, change_log, csvfiles, read_policy_dir
+from rolegate.store.policies import ChangeSet
 
 SAMPLE = REPO_ROOT / "policies"
 MODEL = REPO_ROOT / "model.conf"
@@ -404,7 +404,7 @@ def test_import_killed_midway_leaves_old_or_new_revision(env, store, tmp_path):
     large = tmp_path / "large"
     new_rules = make_large_dir(large)
     process = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "import", str(large), "--yes", "--max-rules", "1"],
+        [sys.executable, "-m", "rolegate.cli", "import", str(large), "--yes", "--max-rules", "1"],
         env={**os.environ},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -436,7 +436,7 @@ def test_import_killed_midway_leaves_old_or_new_revision(env, store, tmp_path):
         after.dispose()
     # whichever state it is, a rerun completes the import
     result = subprocess.run(
-        [sys.executable, "-m", "service.cli", "import", str(large), "--yes", "--max-rules", "1"],
+        [sys.executable, "-m", "rolegate.cli", "import", str(large), "--yes", "--max-rules", "1"],
         capture_output=True,
         text=True,
         timeout=300,

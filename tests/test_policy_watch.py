@@ -12,16 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from service.config import REPO_ROOT
-from service.policy.watch import (
+from rolegate.config import REPO_ROOT
+from rolegate.policy.watch import (
     RELOAD_ERROR_FILE,
     PolicyWatcher,
     read_reload_error,
     start_watcher,
     write_reload_error,
 )
-from service.store import PolicyStore, read_policy_dir
-from service.store.policies import ChangeSet
+from rolegate.store import PolicyStore, read_policy_dir
+from rolegate.store.policies import ChangeSet
 
 SAMPLE = REPO_ROOT / "policies"
 

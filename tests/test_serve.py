@@ -13,10 +13,10 @@ from conftest import SECRET
 from prometheus_client.parser import text_string_to_metric_families
 from scaleout import ServeProcess, dedicated_database, wait_for
 
-from service.config import Settings
-from service.identity import mint_token
-from service.store import ChangeSet, PolicyStore
-from service.store.schema import head_revision
+from rolegate.config import Settings
+from rolegate.identity import mint_token
+from rolegate.store import ChangeSet, PolicyStore
+from rolegate.store.schema import head_revision
 
 
 @pytest.fixture(scope="module")

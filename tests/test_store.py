@@ -17,10 +17,10 @@ import sqlalchemy as sa
 from sqlalchemy_adapter import Adapter
 from sqlalchemy_adapter.adapter import CasbinRule
 
-from service.config import REPO_ROOT
-from service.errors import Conflict, InvalidRequest, PolicyError, StoreUnavailable
-from service.store import ChangeSet, PolicyStore, casbin_rule, make_engine, policies
-from service.store.db import change_log
+from rolegate.config import REPO_ROOT
+from rolegate.errors import Conflict, InvalidRequest, PolicyError, StoreUnavailable
+from rolegate.store import ChangeSet, PolicyStore, casbin_rule, make_engine, policies
+from rolegate.store.db import change_log
 
 try:
     from pg import fresh_schema_url, postgres_url_or_skip
@@ -536,8 +536,8 @@ def test_concurrent_writers_get_distinct_consecutive_revisions(store_url: str):
 
 def test_unreachable_database_is_store_unavailable_for_every_user_of_the_helper():
     """Policy store, API keys and decision log share `transaction`: a lost database is a 503."""
-    from service.errors import StoreUnavailable
-    from service.store.db import transaction
+    from rolegate.errors import StoreUnavailable
+    from rolegate.store.db import transaction
 
     engine = make_engine("postgresql+psycopg://postgres@127.0.0.1:1/nowhere")
     try:

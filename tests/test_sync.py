@@ -11,12 +11,12 @@ import sqlalchemy as sa
 from conftest import serve_app
 from scaleout import dedicated_database, wait_for
 
-from service import create_app
-from service.core import Rolegate
-from service.errors import StoreUnavailable
-from service.logs import JsonFormatter, request_id_from, request_id_var
-from service.store import ChangeSet, PolicyStore
-from service.store.db import NOTIFY_CHANNEL, casbin_rule, policy_state
+from rolegate.api import create_app
+from rolegate.core import Rolegate
+from rolegate.errors import StoreUnavailable
+from rolegate.logs import JsonFormatter, request_id_from, request_id_var
+from rolegate.store import ChangeSet, PolicyStore
+from rolegate.store.db import NOTIFY_CHANNEL, casbin_rule, policy_state
 
 GRANT = ("p", "frank", "globex", "/reports/*", "read", "allow")
 
@@ -83,7 +83,7 @@ def test_a_gap_the_change_log_cannot_explain_means_a_full_load(core, settings):
 
 
 def test_too_many_changes_mean_a_full_load(core, writer, monkeypatch):
-    monkeypatch.setattr("service.core.MAX_INCREMENTAL_ENTRIES", 1)
+    monkeypatch.setattr("rolegate.core.MAX_INCREMENTAL_ENTRIES", 1)
     reloads = record_reloads(core)
     writer.apply(ChangeSet(added=[GRANT, ("g", "zoe", "viewer", "acme")]), actor="test")
     assert core.refresh()

@@ -7,8 +7,8 @@ import shutil
 from conftest import SECRET
 from scaleout import ServeProcess, wait_for
 
-from service.config import REPO_ROOT, Settings
-from service.identity import mint_token
+from rolegate.config import REPO_ROOT, Settings
+from rolegate.identity import mint_token
 
 
 def test_file_edits_reach_every_worker_and_bad_files_keep_the_last_revision(tmp_path):

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from flask import Flask
 
+from .. import logs, metrics
+from ..config import Settings
+from ..core import Rolegate
+from ..logs import configure_logging
 from . import audit, console, decisions, errors, health, orgs
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -16,3 +20,35 @@ def init_app(app: Flask) -> None:
     errors.init_app(app)
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
+
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    core: Rolegate | None = None,
+    sync_policies: bool = False,
+    follow_store: bool = True,
+) -> Flask:
+    """The Flask application. Tests pass `settings` (or a ready `core`); `serve` passes nothing.
+
+    Builds the core from settings (reading `ROLEGATE_*` when none are given), loads the policy
+    and registers the API blueprints and the JSON error handlers. `follow_store`: keep the
+    policy at the store's revision from this process (LISTEN/NOTIFY and the revision poll,
+    stopped by `core.close()`).
+    """
+    if core is None:
+        settings = settings or Settings.from_env()
+        configure_logging(settings.log_level, settings.log_format)
+        core = Rolegate.from_settings(settings)
+        core.start(sync_policies=sync_policies)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.json.sort_keys = False  # answers keep their documented field order, and encode faster
+    app.extensions["rolegate"] = core
+    logs.init_app(app)
+    metrics.init_app(app, core)
+    init_app(app)
+    if follow_store:
+        core.start_sync()
+    return app

@@ -1,9 +1,9 @@
 """Audit endpoints: effective permissions, who can, access matrix, change history, decisions.
 
 Every endpoint is authorised by the engine itself (`audit` on `/audit` in the org; see
-`service.audit.access`), before the org's existence is revealed. This blueprint also hands the
+`rolegate.audit.access`), before the org's existence is revealed. This blueprint also hands the
 client address of every request to the decision log (`REQUEST_CONTEXT`); the request id is the
-one `service.logs` assigns.
+one `rolegate.logs` assigns.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 @bp.before_app_request
 def _remember_request_context() -> None:
-    # The request id is service.logs' (honoured from X-Request-ID or generated, and echoed).
+    # The request id is rolegate.logs' (honoured from X-Request-ID or generated, and echoed).
     g.rolegate_audit_context = REQUEST_CONTEXT.set({"client": request.remote_addr or ""})
 
 

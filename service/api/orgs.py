@@ -1,6 +1,6 @@
 """Organisation administration endpoints: orgs, members, org rules, API keys.
 
-Thin HTTP layer over `service.admin.OrgAdmin`: parse the body, name the caller, shape the
+Thin HTTP layer over `rolegate.admin.OrgAdmin`: parse the body, name the caller, shape the
 answer. Authorisation, escalation and last-admin checks all live in the core module.
 """
 

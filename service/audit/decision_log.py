@@ -9,7 +9,7 @@ and counted in `DecisionLog.dropped` (per sink in `dropped_by_sink`).
 Each record: time, decision_id, subject, org, resource, action, allowed, rule (the matched rule),
 path, revision, issuer, key_id (of the token), client (address), request_id. Never the token.
 The client address comes from `REQUEST_CONTEXT`, which the HTTP layer sets for the duration of a
-request, and the request id from `service.logs.request_id_var` (this module does not know HTTP).
+request, and the request id from `rolegate.logs.request_id_var` (this module does not know HTTP).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ log = logging.getLogger("rolegate.decision_log")
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 # {"client": "203.0.113.7"} for the request being served, if any (set by the HTTP layer); the
-# request id is `service.logs.request_id_var`, the one the logs and the response carry.
+# request id is `rolegate.logs.request_id_var`, the one the logs and the response carry.
 REQUEST_CONTEXT: ContextVar[Mapping[str, str] | None] = ContextVar(
     "rolegate_request_context", default=None
 )

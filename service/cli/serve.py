@@ -165,7 +165,7 @@ def serve(
     dev: bool,
 ):
     """Run the decision service."""
-    from .. import create_app
+    from ..api import create_app
     from ..core import Rolegate
 
     settings = Settings.from_env()

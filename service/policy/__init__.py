@@ -1,6 +1,6 @@
 """Policy as code: lint, format, diff with access impact, test suites and the file watcher.
 
-Everything here works on plain rule tuples and policy directories; the CLI (`service.cli.policy`)
+Everything here works on plain rule tuples and policy directories; the CLI (`rolegate.cli.policy`)
 and the service (`serve --watch-policies`) are thin front ends over these functions.
 """
 

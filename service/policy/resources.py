@@ -1,7 +1,7 @@
 """What a resource pattern means: concrete sample resources, literal prefixes and coverage.
 
 Patterns are read with the model's matching function (keyMatch2 for the shipped model.conf), whose
-matcher comes from `service.engine.patterns` so the answers equal Casbin's. keyMatch2 turns a
+matcher comes from `rolegate.engine.patterns` so the answers equal Casbin's. keyMatch2 turns a
 pattern into a regular expression: `/*` becomes `/.*`, `:name` becomes `[^/]+`, and every other
 regex metacharacter keeps its regex meaning.
 """

@@ -136,7 +136,7 @@ def is_postgresql(engine: sa.Engine) -> bool:
 def init_schema(engine: sa.Engine) -> None:
     """Make sure the schema is this release's: an empty database is migrated to the current
     version; a database with older, unversioned or newer tables raises `SchemaError` (see
-    `service.store.schema`)."""
+    `rolegate.store.schema`)."""
     from .schema import ensure_schema
 
     ensure_schema(engine)

@@ -5,7 +5,7 @@ rows, inserts the added rows in one statement, bumps the revision and appends to
 We never call the adapter's `remove_policies` (it deletes every combination of the given values)
 nor its `add_policies` (one commit per row); see /work/shared/reference/pycasbin-traps.md.
 
-Rules are the plain tuples of `service.rules`: `("p", sub, org, obj, act, eft)` and
+Rules are the plain tuples of `rolegate.rules`: `("p", sub, org, obj, act, eft)` and
 `("g", member, role, org)`.
 """
 

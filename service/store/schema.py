@@ -110,7 +110,7 @@ def declared_metadata() -> sa.MetaData:
 
     Importing the core imports every module that declares tables.
     """
-    import service.core  # noqa: F401
+    import rolegate.core  # noqa: F401
 
     merged = sa.MetaData()
     for declared in (metadata, *_other_metadata()):

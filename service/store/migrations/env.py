@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from service.store.db import make_engine, metadata
+from rolegate.store.db import make_engine, metadata
 
 config = context.config
 

@@ -4,7 +4,7 @@ Revision ID: 0001
 Revises:
 Create Date: 2026-11-23
 
-The schema is written out here (not imported from service.store.db) so that this migration stays
+The schema is written out here (not imported from rolegate.store.db) so that this migration stays
 what it was when later ones change the tables. A `casbin_rule` table created earlier by
 `sqlalchemy_adapter` is adopted: only our indexes are added to it.
 """
