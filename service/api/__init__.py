@@ -22,7 +22,6 @@ def init_app(app: Flask) -> None:
         app.register_blueprint(blueprint)
 
 
-
 def create_app(
     settings: Settings | None = None,
     *,
