@@ -49,6 +49,23 @@ def _csv_list(value: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
 
 
+def _method_actions(value: str) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for item in _csv_list(value):
+        method, equals, action = (part.strip() for part in item.partition("="))
+        if not equals or not method.isalpha() or not method.isascii() or not action:
+            raise ValueError(f"expected METHOD=action pairs, got {item!r}")
+        pairs.append((method.upper(), action))
+    return tuple(pairs)
+
+
+def _path_prefix(value: str) -> str:
+    value = value.strip().rstrip("/")
+    if value and (not value.startswith("/") or "?" in value or "#" in value):
+        raise ValueError(f"expected a path starting with '/', got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
@@ -199,6 +216,28 @@ SETTINGS: tuple[Setting, ...] = (
         _int,
         "`serve`: seconds in-flight requests get to finish after SIGTERM.",
     ),
+    Setting(
+        "forward_auth_actions",
+        (),
+        _method_actions,
+        "`/v1/forward-auth`: METHOD=action pairs, comma-separated, replacing or adding to the "
+        "defaults GET/HEAD=read, POST=create, PUT/PATCH=update, DELETE=delete (e.g. "
+        "`OPTIONS=read,POST=submit`).",
+    ),
+    Setting(
+        "forward_auth_strip_prefix",
+        "",
+        _path_prefix,
+        "`/v1/forward-auth`: path prefix removed from the forwarded path before deciding (a path "
+        "outside it is denied, 403 `outside_prefix`).",
+    ),
+    Setting(
+        "forward_auth_mount",
+        "",
+        _path_prefix,
+        "`/v1/forward-auth`: path prefix put before the forwarded path (after the strip) to form "
+        "the resource.",
+    ),
 )
 
 SETTING_BY_NAME = {setting.name: setting for setting in SETTINGS}
@@ -238,6 +277,9 @@ class Settings:
     threads: int = 4
     worker_timeout: int = 30
     graceful_timeout: int = 30
+    forward_auth_actions: tuple[tuple[str, str], ...] = ()
+    forward_auth_strip_prefix: str = ""
+    forward_auth_mount: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
