@@ -58,19 +58,14 @@ def request_path(target: str) -> str:
 
 
 def resolve_path(path: str) -> str:
-    """Merge repeated slashes and resolve `.` and `..` (never above the root).
+    """Drop `;` path parameters, merge repeated slashes, resolve `.` and `..` (not above root).
 
-    A segment that is a dot segment once its `;` parameters are dropped (`..;x`) is refused:
-    some servers (Tomcat, Jetty) read it as `..`, others as a name, so no answer is safe.
+    `/a;x/b` is `/a/b` and `..;x` is `..`, as Tomcat, Jetty and Spring read them: a deny rule on
+    `/a/*` cannot be stepped around with `/a;x/...` in front of such an upstream.
     """
-    segments = path.split("/")[1:]
+    segments = [segment.partition(";")[0] for segment in path.split("/")[1:]]
     resolved: list[str] = []
     for segment in segments:
-        bare = segment.partition(";")[0]
-        if bare in DOT_SEGMENTS and segment != bare:
-            raise InvalidRequest(
-                f"ambiguous path segment {segment!r}: servers disagree whether it means {bare!r}"
-            )
         if segment == "..":
             if resolved:
                 resolved.pop()
