@@ -67,7 +67,10 @@ def binary_or_skip(name: str) -> str:
 # --------------------------------------------------------------------------- configurations
 
 
-def nginx_config(directory: Path, rolegate: str, app: str, listen: str) -> Path:
+def nginx_config(
+    directory: Path, rolegate: str, app: str, listen: str, extra_http: str = ""
+) -> Path:
+    """nginx.conf: the docs' site (in rolegate-site.conf) plus `extra_http` (benchmarks)."""
     site = substitute(
         snippet("nginx"),
         {ROLEGATE_PLACEHOLDER: rolegate, APP_PLACEHOLDER: app, "listen 80;": f"listen {listen};"},
@@ -90,6 +93,7 @@ http {{
     access_log off;
 {temp_paths}
     include {directory / "rolegate-site.conf"};
+{extra_http}
 }}
 """
     )
@@ -156,13 +160,18 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 @contextmanager
-def run_gateway(name: str, directory: Path, rolegate: str, app: str) -> Iterator[Gateway]:
+def run_gateway(
+    name: str, directory: Path, rolegate: str, app: str, *, nginx_extra: str = ""
+) -> Iterator[Gateway]:
     """nginx or Caddy in the foreground on a free 127.0.0.1 port, stopped afterwards."""
     directory.mkdir(parents=True, exist_ok=True)
     port = free_port()
     listen = f"127.0.0.1:{port}"
-    make_config = nginx_config if name == "nginx" else caddy_config
-    command = gateway_command(name, directory, make_config(directory, rolegate, app, listen))
+    if name == "nginx":
+        config = nginx_config(directory, rolegate, app, listen, nginx_extra)
+    else:
+        config = caddy_config(directory, rolegate, app, listen)
+    command = gateway_command(name, directory, config)
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(directory),  # Caddy keeps its data and config under here
