@@ -197,3 +197,12 @@ def test_other_statuses_are_client_errors(live):
     assert not isinstance(info.value, RolegateUnavailable | Unauthorized | Forbidden | BadRequest)
     with pytest.raises(ValueError):
         RolegateClient("ftp://example.com")
+
+
+def test_a_connection_the_server_closed_is_replaced_not_an_error(gunicorn):
+    with client_for(gunicorn) as client:
+        assert client.check("/projects/1", "read").allowed
+        first = client._pool._idle.queue[-1]
+        time.sleep(5.5)  # gunicorn closes kept-alive connections idle for 5 s
+        assert client.check("/projects/1", "read").allowed
+        assert client._pool._idle.queue != [first]

@@ -71,8 +71,10 @@ def test_any_method_of_the_auth_request_is_accepted(live):
     for method in ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"):
         response = live.client.request(method, "/v1/forward-auth", headers=headers)
         assert response.status == 200, (method, response.text)
+        assert response.headers["x-rolegate-subject"] == "carol", method  # decided, not a stock 200
     head = live.client.request("HEAD", "/v1/forward-auth", headers=headers)
     assert head.status == 200
+    assert head.headers["x-rolegate-subject"] == "carol"
 
 
 def test_missing_and_bad_credentials_are_401_with_www_authenticate(live):
