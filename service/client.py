@@ -13,6 +13,7 @@ with `deny_on_error=True` checks answer a deny instead, with `.error` saying why
 
 from __future__ import annotations
 
+import copy
 import http.client
 import json
 import queue
@@ -187,12 +188,9 @@ class RolegateClient:
 
     def with_authorization(self, authorization: str | None) -> RolegateClient:
         """The same server and connections, asking with this `Authorization` header value
-        (e.g. the caller's own `Bearer ...`, forwarded)."""
-        sibling = object.__new__(RolegateClient)
-        sibling.base_url, sibling.timeout = self.base_url, self.timeout
-        sibling.deny_on_error = self.deny_on_error
+        (e.g. the caller's own `Bearer ...`, forwarded). Closing either closes the shared pool."""
+        sibling = copy.copy(self)  # shares the connection pool
         sibling._authorization = authorization
-        sibling._pool = self._pool
         return sibling
 
     # -- decisions ----------------------------------------------------------------------------
