@@ -284,3 +284,24 @@ def test_envoy_mode_ignores_forwarded_headers_and_normalises(live):
 def test_envoy_mode_takes_no_org_from_the_client_query(live):
     response = envoy(live, "GET", "/projects/1?org=acme", org=None)
     assert response.status == 400  # the token names no org, and the query is the client's
+
+
+def test_decisions_are_logged_like_v1_check(make_live_server, settings, tmp_path):
+    path = tmp_path / "decisions.jsonl"
+    server = make_live_server(settings.replace(decision_log=str(path)))
+    allowed = ask(server, "GET", "/projects/%31?x=1")
+    denied = envoy(server, "DELETE", "/projects/1")
+    assert server.core.decision_log.flush()
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [
+        (line["decision_id"], line["resource"], line["action"], line["allowed"]) for line in lines
+    ] == [
+        (allowed.headers["x-rolegate-decision-id"], "/projects/1", "read", True),
+        (denied.headers["x-rolegate-decision-id"], "/projects/1", "delete", False),
+    ]
+
+
+def test_overlong_resource_is_400(live):
+    response = ask(live, "GET", "/projects/" + "a" * 3000)
+    assert (response.status, code(response)) == (400, "invalid_request")
+    assert "longer than" in response.body["error"]["message"]
