@@ -230,9 +230,10 @@ class RolegateClient:
         return results
 
     def plan(self, action: str, template: str, org: str | None = None) -> dict[str, Any]:
-        """`POST /v1/plan`: what the caller may `action` among resources matching `template`
-        (the server's answer as is). Errors always raise, whatever `deny_on_error` says."""
-        body: dict[str, Any] = {"action": action, "template": template}
+        """`POST /v1/plan`: the condition under which the caller may `action` on the rows of
+        `template` (e.g. `/documents/:id`), the server's answer as is (`orgs`, `condition`...).
+        Errors always raise, whatever `deny_on_error` says (422: not expressible as a plan)."""
+        body: dict[str, Any] = {"action": action, "resource": template}
         if org is not None:
             body["org"] = org
         return self._post("/v1/plan", body)
