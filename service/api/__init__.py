@@ -8,11 +8,12 @@ from .. import logs, metrics
 from ..config import Settings
 from ..core import Rolegate
 from ..logs import configure_logging
-from . import audit, console, decisions, errors, health, orgs
+from . import audit, authzen, console, decisions, errors, health, orgs
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 
 BLUEPRINTS = (decisions.bp, health.bp, orgs.bp, audit.bp, console.bp)
+BLUEPRINTS += (authzen.bp,)
 
 
 def init_app(app: Flask) -> None:

@@ -104,9 +104,10 @@ def openapi_document() -> dict[str, Any]:
         "components": {
             "schemas": SCHEMAS,
             "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                "apikey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
             },
         },
-        "security": [{"bearer": []}],
+        "security": [{"bearer": []}, {"apikey": []}],
         "paths": dict(sorted(paths.items())),
     }
