@@ -3,9 +3,9 @@
     PORT=8080 authzen-todo/serve [DATA_DIR]
 
 Builds a fresh SQLite store under DATA_DIR (default: a temporary directory, removed at exit)
-from the example's `model.conf`, `policies/` and `subjects.csv`, mints an API key with the role
-`pep` in the example's org, serves on 127.0.0.1:$PORT and, once the service answers, prints one
-line on stdout:
+from the example's `model.conf`, `policies/` and `subjects.csv` (if any), mints an API key with
+the role `pep` in the example's org, serves on 127.0.0.1:$PORT and, once the service answers,
+prints one line on stdout:
 
     AUTHZEN_PDP_URL=http://127.0.0.1:<port>/orgs/<org> AUTHZEN_PDP_API_KEY=ApiKey rgk_...
 
@@ -39,12 +39,13 @@ PEP_ROLE = "pep"
 
 
 def settings_for(example: Path, data_dir: Path, overrides: dict[str, Any]) -> Settings:
+    attributes = example / "subjects.csv"
     return Settings.from_mapping(
         {
             "database_url": f"sqlite:///{data_dir / 'rolegate.db'}",
             "policy_dir": str(example / "policies"),
             "model": str(example / "model.conf"),
-            "subject_attributes": str(example / "subjects.csv"),
+            "subject_attributes": str(attributes) if attributes.is_file() else "",
             "data_dir": str(data_dir / "data"),
             "jwt_secret": secrets.token_urlsafe(48),
             "api_key_secret": secrets.token_urlsafe(48),
