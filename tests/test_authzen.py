@@ -330,6 +330,14 @@ def test_attributes_admin_api(own_pdp):
     assert pdp.client.get(path, headers=alice).body["attributes"] == {}
 
 
+def test_offboarding_an_org_forgets_its_subject_attributes(own_pdp):
+    store = own_pdp.core.subject_attributes
+    store.set("globex", "erin", {"email": "erin@globex.test"})
+    OrgAdmin(own_pdp.core).delete_org(Caller.operator("test"), "globex")
+    assert store.get("globex", "erin") == {}
+    assert store.get("acme", "bob") == {"email": "bob@acme.test"}
+
+
 @pytest.mark.parametrize(
     ("text", "where"),
     [
