@@ -4,7 +4,8 @@ Revision ID: 0004
 Revises: 0002
 Create Date: 2026-12-02
 
-The lead re-chains `down_revision` at merge when another migration takes 0003.
+The lead re-chains `down_revision` at merge when another migration takes 0003. Like 0002, it
+adopts a table that already exists (a database made with `create_all`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ WIDTH = 255
 
 
 def upgrade() -> None:
+    if sa.inspect(op.get_bind()).has_table("subject_attributes"):
+        return
     op.create_table(
         "subject_attributes",
         sa.Column("org", sa.String(WIDTH), primary_key=True),
