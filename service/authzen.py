@@ -28,9 +28,16 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 from .audit.cursor import CursorCodec
-from .audit.queries import ANY_SUBJECT, OWNER_SUBJECT, grant_domains, subject_kind, who_can
+from .audit.queries import (
+    ANY_SUBJECT,
+    OWNER_SUBJECT,
+    effective_permissions,
+    grant_domains,
+    subject_kind,
+    who_can,
+)
 from .config import Settings
-from .core import MAX_BATCH, MAX_RESOURCE_BYTES, CheckInput, Rolegate, validate_text
+from .core import MAX_BATCH, MAX_NAME_CHARS, MAX_RESOURCE_BYTES, CheckInput, Rolegate, validate_text
 from .engine import CheckRequest
 from .errors import ConfigError, InvalidRequest, PayloadTooLarge, RolegateError
 from .identity import Principal
@@ -89,7 +96,9 @@ def _properties(data: dict, where: str) -> Mapping[str, Any]:
     return _object(properties, f"{where}.properties")
 
 
-def parse_entity(data: Any, where: str, *, needs_id: bool = True) -> Entity:
+def parse_entity(
+    data: Any, where: str, *, needs_id: bool = True, max_id_bytes: int = MAX_RESOURCE_BYTES // 2
+) -> Entity:
     """`{type, id, properties?}`; `id` is read only when `needs_id` (an input, not a target)."""
     if data is None:
         raise InvalidRequest(f"{where}: required")
@@ -101,7 +110,7 @@ def parse_entity(data: Any, where: str, *, needs_id: bool = True) -> Entity:
     if needs_id:
         if "id" not in data:
             raise InvalidRequest(f"{where}.id: required")
-        entity_id = validate_text(data["id"], f"{where}.id", max_bytes=MAX_RESOURCE_BYTES // 2)
+        entity_id = validate_text(data["id"], f"{where}.id", max_bytes=max_id_bytes)
     return Entity(kind, entity_id, _properties(data, where))
 
 
@@ -124,7 +133,7 @@ def parse_evaluation(data: Any, where: str = "") -> Evaluation:
     data = _object(data, where.rstrip(".") or "body")
     parse_context(data, where)
     return Evaluation(
-        subject=parse_entity(data.get("subject"), f"{where}subject"),
+        subject=parse_entity(data.get("subject"), f"{where}subject", max_id_bytes=MAX_NAME_CHARS),
         action=parse_action(data.get("action"), f"{where}action"),
         resource=parse_entity(data.get("resource"), f"{where}resource"),
     )
@@ -309,6 +318,23 @@ class AuthzenService:
             raise
         return request if subject.type in self.mapping.subject_types else None
 
+    def _with_owner(
+        self,
+        request: CheckRequest,
+        subject: Entity,
+        resource: Entity,
+        cache: dict[tuple[str, str], Mapping[str, str]],
+    ) -> CheckRequest:
+        """`request` with the subject as owner when the resource's owner property names it."""
+
+        def subject_attributes() -> Mapping[str, str]:
+            key = (request.org, request.subject)
+            if key not in cache:
+                cache[key] = self.core.subject_attributes.get(*key)
+            return cache[key]
+
+        return replace(request, owner=self.mapping.owner(subject, resource, subject_attributes))
+
     # -- evaluation ---------------------------------------------------------------------------
 
     def _decide(
@@ -327,17 +353,16 @@ class AuthzenService:
         request = self._on_behalf(principal, check, subject)
         if request is None:
             return {"decision": False}
-
-        def subject_attributes() -> Mapping[str, str]:
-            key = (request.org, request.subject)
-            if key not in attributes:
-                attributes[key] = self.core.subject_attributes.get(*key)
-            return attributes[key]
-
-        owner = self.mapping.owner(subject, resource, subject_attributes)
+        request = self._with_owner(request, subject, resource, attributes)
         payload = self.core.check(
             principal,
-            replace(check, org=request.org, owner=owner, subject=request.subject, explain=explain),
+            replace(
+                check,
+                org=request.org,
+                owner=request.owner,
+                subject=request.subject,
+                explain=explain,
+            ),
         )
         answer: dict[str, Any] = {"decision": payload["allowed"]}
         if explain:
@@ -371,10 +396,9 @@ class AuthzenService:
         for index, item in enumerate(merged_items(body)):
             try:
                 evaluation = parse_evaluation(item, f"evaluations[{index}].")
+                results.append(self._decide(principal, org, evaluation, explain, attributes))
             except InvalidRequest as exc:  # one bad item fails alone (denied)
                 results.append(_error_item(exc))
-            else:
-                results.append(self._decide(principal, org, evaluation, explain, attributes))
             decision = results[-1]["decision"]
             if (semantic == "deny_on_first_deny" and not decision) or (
                 semantic == "permit_on_first_permit" and decision
@@ -424,13 +448,14 @@ class AuthzenService:
     def search_resource(self, principal: Principal, org: str | None, body: Any) -> dict[str, Any]:
         body = _object(body, "body")
         parse_context(body)
-        subject = parse_entity(body.get("subject"), "subject")
+        subject = parse_entity(body.get("subject"), "subject", max_id_bytes=MAX_NAME_CHARS)
         action = parse_action(body.get("action"))
         target = parse_entity(body.get("resource"), "resource", needs_id=False)
         request = self._on_behalf(principal, CheckInput("/", action, org=org), subject)
         keyed: list[tuple[str, dict]] = []
         if request is not None:
             snapshot = self.core.engine.snapshot
+            request = self._with_owner(request, subject, target, {})
             for resource_id in self._known_resources(request.org, target.type):
                 resource = Entity(target.type, resource_id, target.properties)
                 path = self.mapping.resource_path(resource)
@@ -464,7 +489,7 @@ class AuthzenService:
     def search_action(self, principal: Principal, org: str | None, body: Any) -> dict[str, Any]:
         body = _object(body, "body")
         parse_context(body)
-        subject = parse_entity(body.get("subject"), "subject")
+        subject = parse_entity(body.get("subject"), "subject", max_id_bytes=MAX_NAME_CHARS)
         resource = parse_entity(body.get("resource"), "resource")
         path = validate_text(
             self.mapping.resource_path(resource), "resource", max_bytes=MAX_RESOURCE_BYTES
@@ -473,12 +498,16 @@ class AuthzenService:
         keyed: list[tuple[str, dict]] = []
         if request is not None:
             snapshot = self.core.engine.snapshot
+            request = self._with_owner(request, subject, resource, {})
+            # Candidates: the actions of every allow rule the subject (or a role granted to it
+            # for this request) holds; the engine then decides each on the resource.
+            holders = [request.subject, *request.extra_roles]
             actions = sorted(
                 {
-                    rule[4]
-                    for domain in grant_domains(snapshot, request.org)
-                    for rule in snapshot.rules(domain)
-                    if rule[0] == "p" and len(rule) == 6 and rule[5] == "allow"
+                    permission.action
+                    for holder in holders
+                    for permission in effective_permissions(snapshot, holder, request.org)
+                    if permission.effect == "allow"
                 }
             )
             for action in actions:

@@ -514,3 +514,29 @@ def test_x_request_id_is_echoed_on_errors_too(pdp):
         EVALUATION, {"action": action("read")}, headers={**pdp.pep, "X-Request-ID": "req-77"}
     )
     assert response.status == 400 and response.headers["x-request-id"] == "req-77"
+
+
+def test_action_search_reads_the_owner_property(pdp):
+    owned = {"subject": user("bob"), "resource": document("bob@acme.test")}
+    actions = post(pdp, "/access/v1/search/action", owned, pdp.pep).body["results"]
+    assert {"name": "update"} in actions
+    other = {"subject": user("bob"), "resource": document("carol@acme.test")}
+    assert {"name": "update"} not in post(pdp, "/access/v1/search/action", other, pdp.pep).body[
+        "results"
+    ]
+
+
+def test_an_item_too_long_fails_alone(pdp):
+    body = {
+        "subject": user("bob"),
+        "action": action("read"),
+        "evaluations": [
+            {"resource": {"type": "projects", "id": "x" * 1025}},
+            {"resource": PROJECT_42},
+        ],
+    }
+    first, second = post(pdp, EVALUATIONS, body, pdp.pep).body["evaluations"]
+    assert first["decision"] is False and "longer than" in first["context"]["error"]["message"]
+    assert second == {"decision": True}
+    too_long_subject = ask("b" * 257, "read", PROJECT_42)
+    assert post(pdp, EVALUATION, too_long_subject, pdp.pep).status == 400
