@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -39,8 +40,16 @@ from .audit.queries import (
 from .config import Settings
 from .core import MAX_BATCH, MAX_NAME_CHARS, MAX_RESOURCE_BYTES, CheckInput, Rolegate, validate_text
 from .engine import CheckRequest
-from .errors import ConfigError, InvalidRequest, PayloadTooLarge, RolegateError
+from .errors import (
+    ConfigError,
+    InvalidRequest,
+    PayloadTooLarge,
+    RolegateError,
+    StoreUnavailable,
+)
 from .identity import Principal
+
+log = logging.getLogger("rolegate.authzen")
 
 API_PREFIX = "/access/v1"
 ENDPOINTS = {
@@ -330,7 +339,11 @@ class AuthzenService:
         def subject_attributes() -> Mapping[str, str]:
             key = (request.org, request.subject)
             if key not in cache:
-                cache[key] = self.core.subject_attributes.get(*key)
+                try:
+                    cache[key] = self.core.subject_attributes.get(*key)
+                except StoreUnavailable as exc:  # fail closed: not known as the owner
+                    log.warning("subject attributes unavailable, owner unknown: %s", exc.message)
+                    return {}
             return cache[key]
 
         return replace(request, owner=self.mapping.owner(subject, resource, subject_attributes))

@@ -540,3 +540,14 @@ def test_an_item_too_long_fails_alone(pdp):
     assert second == {"decision": True}
     too_long_subject = ask("b" * 257, "read", PROJECT_42)
     assert post(pdp, EVALUATION, too_long_subject, pdp.pep).status == 400
+
+
+def test_without_the_attribute_store_ownership_by_email_fails_closed(own_pdp):
+    with own_pdp.core.store.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE subject_attributes")
+    by_email = post(
+        own_pdp, EVALUATION, ask("bob", "update", document("bob@acme.test")), own_pdp.pep
+    )
+    assert (by_email.status, by_email.body) == (200, {"decision": False})
+    by_id = post(own_pdp, EVALUATION, ask("bob", "update", document("bob")), own_pdp.pep)
+    assert by_id.body == {"decision": True}
