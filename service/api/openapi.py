@@ -33,6 +33,11 @@ SCHEMAS: dict[str, Any] = {
             "org": {"type": "string", "description": "Only when the token names no org."},
             "owner": {"type": "string", "description": "Subject id owning the resource."},
             "explain": {"type": "boolean", "default": False},
+            "subject": {
+                "type": "string",
+                "description": "Decide for this subject instead of the caller's own: needs "
+                "`evaluate` on `/authzen` in the org (a PEP, a background job).",
+            },
             "min_revision": {
                 "type": "integer",
                 "minimum": 0,
