@@ -551,3 +551,15 @@ def test_without_the_attribute_store_ownership_by_email_fails_closed(own_pdp):
     assert (by_email.status, by_email.body) == (200, {"decision": False})
     by_id = post(own_pdp, EVALUATION, ask("bob", "update", document("bob")), own_pdp.pep)
     assert by_id.body == {"decision": True}
+
+
+def test_a_user_searches_its_own_resources_and_actions_only(pdp):
+    carol = pdp.auth("carol", "acme")
+    own = {"subject": user("carol"), "resource": PROJECT_42}
+    assert post(pdp, ACME + "/access/v1/search/action", own, carol).body["results"] == [
+        {"name": "read"}
+    ]
+    other = {"subject": user("bob"), "resource": PROJECT_42}
+    assert post(pdp, ACME + "/access/v1/search/action", other, carol).status == 403
+    resources = {"subject": user("bob"), "action": action("read"), "resource": {"type": "x"}}
+    assert post(pdp, ACME + "/access/v1/search/resource", resources, carol).status == 403
