@@ -388,6 +388,14 @@ def test_resource_templates_are_checked(template):
         AuthzenMapping(resource_template=template)
 
 
+def test_a_bad_template_stops_start_up(core):
+    bad = Rolegate(
+        core.settings.replace(authzen_resource_template="/{id}"), core.engine, core.store
+    )
+    with pytest.raises(ConfigError, match="AUTHZEN_RESOURCE_TEMPLATE"):
+        create_app(core=bad, follow_store=False)
+
+
 def test_an_id_with_a_slash_stays_one_segment(pdp):
     # `/documents/:id` (the owner rule) matches one segment: the encoded id is one.
     request = ask(

@@ -16,7 +16,7 @@ from flask import Blueprint, current_app, request
 
 from ..admin import check_fields
 from ..audit import CursorCodec, cursor_secret
-from ..authzen import API_PREFIX, ENDPOINTS, AuthzenService, metadata
+from ..authzen import API_PREFIX, ENDPOINTS, AuthzenMapping, AuthzenService, metadata
 from ..core import CheckInput, validate_org, validate_text
 from ..errors import Forbidden, InvalidRequest, UnsupportedMediaType
 from ..subject_attributes import check_attributes
@@ -31,6 +31,14 @@ ATTRIBUTES = "/v1/orgs/<org>/subjects/<subject>/attributes"
 # Who may read and set subject attributes: the members permissions.
 READ_ATTRIBUTES = ("/members", "read")
 MANAGE_ATTRIBUTES = ("/members", "manage")
+
+
+@bp.record_once
+def _check_mapping(state) -> None:
+    """A mapping that cannot work (ROLEGATE_AUTHZEN_*) stops start-up, not the first request."""
+    core = state.app.extensions.get("rolegate")
+    if core is not None:
+        AuthzenMapping.from_settings(core.settings)
 
 
 def _service() -> AuthzenService:
