@@ -53,6 +53,7 @@ CHECK_FIELDS = {
 # Deciding for a subject other than the caller's own (a PEP): this permission in the org.
 AUTHZEN_RESOURCE = "/authzen"
 EVALUATE_ACTION = "evaluate"
+ROLE_NAME_CACHE_SIZE = 1024  # (revision, org) entries of role names (on-behalf-of checks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +185,7 @@ class Rolegate:
         # Called as (old_revision, new_revision, kind) after each snapshot swap from the store.
         self.reload_listeners: list[Callable[[int, int, str], None]] = []
         self.sync = None  # rolegate.sync.PolicySync once start_sync() ran
+        self._role_name_cache: dict[tuple[int, str], frozenset[str]] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings, *, with_identity: bool = True) -> Rolegate:
@@ -409,12 +411,22 @@ class Rolegate:
         if subject == principal.subject:
             return own
         self.require_evaluate(own)
-        if subject in org_names(self.engine.snapshot, own.org).roles:
+        if subject in self._role_names(self.engine.snapshot, own.org):
             raise InvalidRequest(
                 f"subject: {subject!r} is a role name in org {own.org!r}, not a subject",
                 code="role_subject",
             )
         return replace(own, subject=subject, extra_roles=())
+
+    def _role_names(self, snapshot: Snapshot, org: str) -> frozenset[str]:
+        """The role names of `org` at `snapshot`, computed once per (revision, org)."""
+        key = (snapshot.revision, org)
+        names = self._role_name_cache.get(key)
+        if names is None:
+            if len(self._role_name_cache) >= ROLE_NAME_CACHE_SIZE:
+                self._role_name_cache.clear()
+            names = self._role_name_cache[key] = org_names(snapshot, org).roles
+        return names
 
     def require_evaluate(self, own: CheckRequest) -> None:
         """403 unless the caller of `own` (its own request) may decide for others in its org."""

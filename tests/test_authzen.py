@@ -571,3 +571,28 @@ def test_a_user_searches_its_own_resources_and_actions_only(pdp):
     assert post(pdp, ACME + "/access/v1/search/action", other, carol).status == 403
     resources = {"subject": user("bob"), "action": action("read"), "resource": {"type": "x"}}
     assert post(pdp, ACME + "/access/v1/search/resource", resources, carol).status == 403
+
+
+def test_a_name_that_becomes_a_role_is_refused_from_the_next_revision(own_pdp):
+    body = {"resource": "/projects/42", "action": "read", "subject": "auditors"}
+    before = own_pdp.client.post("/v1/check", body, headers=own_pdp.pep)
+    assert (before.status, before.body["allowed"]) == (200, False)
+    OrgAdmin(own_pdp.core).change_rules(
+        Caller.operator("test"),
+        "acme",
+        [
+            {
+                "type": "p",
+                "subject": "auditors",
+                "resource": "/projects/*",
+                "action": "read",
+                "effect": "allow",
+            },
+        ],
+    )
+    # Once someone holds it, `auditors` is a role of acme.
+    OrgAdmin(own_pdp.core).set_member_roles(
+        Caller.operator("test"), "acme", "dave", ["member", "auditors"]
+    )
+    after = own_pdp.client.post("/v1/check", body, headers=own_pdp.pep)
+    assert after.status == 400 and after.body["error"]["code"] == "role_subject"
