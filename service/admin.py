@@ -480,6 +480,7 @@ class OrgAdmin:
         if org not in self._snapshot().domains:
             raise NotFound(f"org {org!r} does not exist", code="unknown_org")
         revoked = self.core.api_keys.revoke_org(org)
+        self.core.subject_attributes.delete_org(org)
         changes, revision = self.core.store.replace_all([], actor=caller.actor, domains=[org])
         if not changes.is_empty():
             self.core.catch_up(revision, changes)

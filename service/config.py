@@ -238,6 +238,46 @@ SETTINGS: tuple[Setting, ...] = (
         "`/v1/forward-auth`: path prefix put before the forwarded path (after the strip) to form "
         "the resource.",
     ),
+    Setting(
+        "subject_attributes",
+        "",
+        _text,
+        "CSV file of subject attributes (`org,subject,<name>,...`) that a policy sync makes the "
+        "store's equal (empty: attributes only through the admin API). See docs/authzen.md.",
+    ),
+    Setting(
+        "authzen_resource_template",
+        "/{type}/{id}",
+        _text,
+        "AuthZEN: resource path of `resource {type, id}`; `{properties.<name>}` inserts a "
+        "resource property (empty when absent). See docs/authzen.md.",
+    ),
+    Setting(
+        "authzen_owner_property",
+        "ownerID",
+        _text,
+        "AuthZEN: resource property naming the resource's owner (empty: no owner).",
+    ),
+    Setting(
+        "authzen_owner_attribute",
+        "email",
+        _text,
+        "AuthZEN: subject attribute that the owner property may also name the subject by "
+        "(empty: only the subject id).",
+    ),
+    Setting(
+        "authzen_subject_types",
+        ("user",),
+        _csv_list,
+        "AuthZEN: comma-separated subject types Rolegate decides for (any other type: deny, "
+        "empty search).",
+    ),
+    Setting(
+        "authzen_public_url",
+        "",
+        _text,
+        "AuthZEN discovery: public base URL of this service (empty: from the request's host).",
+    ),
 )
 
 SETTING_BY_NAME = {setting.name: setting for setting in SETTINGS}
@@ -280,6 +320,12 @@ class Settings:
     forward_auth_actions: tuple[tuple[str, str], ...] = ()
     forward_auth_strip_prefix: str = ""
     forward_auth_mount: str = ""
+    subject_attributes: str = ""
+    authzen_resource_template: str = "/{type}/{id}"
+    authzen_owner_property: str = "ownerID"
+    authzen_owner_attribute: str = "email"
+    authzen_subject_types: tuple[str, ...] = ("user",)
+    authzen_public_url: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

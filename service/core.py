@@ -17,18 +17,20 @@ import threading
 import time
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from . import metrics
 from .apikeys import ApiKeyStore
 from .audit.decision_log import DecisionLog
+from .audit.queries import org_names
 from .config import REPO_ROOT, Settings
 from .engine import CheckRequest, Decision, Engine, Snapshot
 from .errors import Forbidden, InvalidRequest, ServiceUnavailable
 from .identity import Principal, TokenVerifier
 from .store import ChangeSet, PolicyStore, read_policy_dir
+from .subject_attributes import SubjectAttributeStore, read_attributes_file
 
 log = logging.getLogger("rolegate")
 
@@ -46,7 +48,12 @@ CHECK_FIELDS = {
     "owner": False,
     "explain": False,
     "min_revision": False,
+    "subject": False,
 }
+# Deciding for a subject other than the caller's own (a PEP): this permission in the org.
+AUTHZEN_RESOURCE = "/authzen"
+EVALUATE_ACTION = "evaluate"
+ROLE_NAME_CACHE_SIZE = 1024  # (revision, org) entries of role names (on-behalf-of checks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +66,7 @@ class CheckInput:
     owner: str = ""
     explain: bool = False
     min_revision: int | None = None
+    subject: str | None = None  # on behalf of this subject (see Rolegate.request_on_behalf)
 
 
 def validate_min_revision(value: Any, field: str = "min_revision") -> int | None:
@@ -117,6 +125,7 @@ def parse_check_input(data: Any, where: str = "") -> CheckInput:
     org = data.get("org")
     owner = data.get("owner")
     min_revision = data.get("min_revision")
+    subject = data.get("subject")
     return CheckInput(
         resource=validate_text(
             data["resource"], "resource", max_bytes=MAX_RESOURCE_BYTES, where=where
@@ -128,6 +137,7 @@ def parse_check_input(data: Any, where: str = "") -> CheckInput:
         min_revision=None
         if min_revision is None
         else validate_min_revision(min_revision, f"{where}min_revision"),
+        subject=None if subject is None else validate_text(subject, "subject", where=where),
     )
 
 
@@ -175,6 +185,7 @@ class Rolegate:
         # Called as (old_revision, new_revision, kind) after each snapshot swap from the store.
         self.reload_listeners: list[Callable[[int, int, str], None]] = []
         self.sync = None  # rolegate.sync.PolicySync once start_sync() ran
+        self._role_name_cache: dict[tuple[int, str], frozenset[str]] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings, *, with_identity: bool = True) -> Rolegate:
@@ -202,6 +213,9 @@ class Rolegate:
         _, revision = self.store.replace_all(
             [item.rule for item in sourced], actor=actor or f"file:{self.policy_dir}"
         )
+        if self.settings.subject_attributes:
+            records = read_attributes_file(Path(self.settings.subject_attributes))
+            self.subject_attributes.replace_all(records)
         return revision
 
     def load(self) -> Snapshot:
@@ -344,6 +358,11 @@ class Rolegate:
         """The API key table (same database as the policy store)."""
         return ApiKeyStore.from_settings(self.store.engine, self.settings)
 
+    @functools.cached_property
+    def subject_attributes(self) -> SubjectAttributeStore:
+        """Subject attributes, the PIP of AuthZEN requests (same database as the store)."""
+        return SubjectAttributeStore(self.store.engine)
+
     def catch_up(self, revision: int, changes: ChangeSet) -> None:
         """After this process wrote `changes` as `revision`: decide with them from now on."""
         with self._reload_lock:
@@ -378,6 +397,53 @@ class Rolegate:
             extra_roles=tuple(principal.roles) if trusted else (),
         )
 
+    def request_on_behalf(
+        self, principal: Principal, check: CheckInput, subject: str
+    ) -> CheckRequest:
+        """The request deciding for `subject`, asked by `principal` (a PEP, a background job).
+
+        The org is resolved as for the caller's own checks (`request_for`). A subject other than
+        the caller needs `evaluate` on `/authzen` in that org (the engine decides), must not name
+        a role (a role name as subject would hold that role's rules directly) and gets none of
+        the caller's token roles.
+        """
+        own = self.request_for(principal, check)
+        if subject == principal.subject:
+            return own
+        self.require_evaluate(own)
+        if subject in self._role_names(self.engine.snapshot, own.org):
+            raise InvalidRequest(
+                f"subject: {subject!r} is a role name in org {own.org!r}, not a subject",
+                code="role_subject",
+            )
+        return replace(own, subject=subject, extra_roles=())
+
+    def _role_names(self, snapshot: Snapshot, org: str) -> frozenset[str]:
+        """The role names of `org` at `snapshot`, computed once per (revision, org)."""
+        key = (snapshot.revision, org)
+        names = self._role_name_cache.get(key)
+        if names is None:
+            if len(self._role_name_cache) >= ROLE_NAME_CACHE_SIZE:
+                self._role_name_cache.clear()
+            names = self._role_name_cache[key] = org_names(snapshot, org).roles
+        return names
+
+    def require_evaluate(self, own: CheckRequest) -> None:
+        """403 unless the caller of `own` (its own request) may decide for others in its org."""
+        permission = replace(own, resource=AUTHZEN_RESOURCE, action=EVALUATE_ACTION, owner="")
+        if not self.engine.check(permission).allowed:
+            raise Forbidden(
+                f"{own.subject!r} may only ask about itself in org {own.org!r}: deciding for "
+                f"other subjects needs `{EVALUATE_ACTION}` on `{AUTHZEN_RESOURCE}`",
+                code="forbidden",
+            )
+
+    def request_as(self, principal: Principal, check: CheckInput) -> CheckRequest:
+        """The caller's own request, or on behalf of the check's `subject` when it names one."""
+        if check.subject is None:
+            return self.request_for(principal, check)
+        return self.request_on_behalf(principal, check, check.subject)
+
     # -- decisions ----------------------------------------------------------------------------
 
     def _notify(self, principal: Principal, request: CheckRequest, decision: Decision, payload):
@@ -388,7 +454,7 @@ class Rolegate:
                 log.exception("decision listener failed")
 
     def check(self, principal: Principal, check: CheckInput) -> dict[str, Any]:
-        request = self.request_for(principal, check)
+        request = self.request_as(principal, check)
         self.ensure_revision(check.min_revision)
         decision = self.engine.check(request)
         payload = decision_payload(request, decision, check.explain)
@@ -396,7 +462,7 @@ class Rolegate:
         return payload
 
     def check_batch(self, principal: Principal, checks: Sequence[CheckInput]) -> dict[str, Any]:
-        requests = [self.request_for(principal, check) for check in checks]
+        requests = [self.request_as(principal, check) for check in checks]
         wanted = [check.min_revision for check in checks if check.min_revision is not None]
         self.ensure_revision(max(wanted) if wanted else None)
         snapshot, decisions = self.engine.check_many(requests)

@@ -8,12 +8,19 @@ from .. import logs, metrics
 from ..config import Settings
 from ..core import Rolegate
 from ..logs import configure_logging
-from . import audit, console, decisions, errors, forward_auth, health, orgs
+from . import audit, authzen, console, decisions, errors, forward_auth, health, orgs
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 
-BLUEPRINTS = (decisions.bp, health.bp, orgs.bp, audit.bp, console.bp)
-BLUEPRINTS += (forward_auth.bp,)
+BLUEPRINTS = (
+    decisions.bp,
+    health.bp,
+    orgs.bp,
+    audit.bp,
+    console.bp,
+    forward_auth.bp,
+    authzen.bp,
+)
 
 
 def init_app(app: Flask) -> None:

@@ -33,6 +33,11 @@ SCHEMAS: dict[str, Any] = {
             "org": {"type": "string", "description": "Only when the token names no org."},
             "owner": {"type": "string", "description": "Subject id owning the resource."},
             "explain": {"type": "boolean", "default": False},
+            "subject": {
+                "type": "string",
+                "description": "Decide for this subject instead of the caller's own: needs "
+                "`evaluate` on `/authzen` in the org (a PEP, a background job).",
+            },
             "min_revision": {
                 "type": "integer",
                 "minimum": 0,
@@ -104,9 +109,10 @@ def openapi_document() -> dict[str, Any]:
         "components": {
             "schemas": SCHEMAS,
             "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                "apikey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
             },
         },
-        "security": [{"bearer": []}],
+        "security": [{"bearer": []}, {"apikey": []}],
         "paths": dict(sorted(paths.items())),
     }
