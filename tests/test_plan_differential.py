@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import pytest
 import sqlalchemy as sa
-from pg import postgres_url_or_skip, fresh_schema_url
+from pg import fresh_schema_url, postgres_url_or_skip
 
 from rolegate.config import REPO_ROOT
 from rolegate.engine import CheckRequest, Engine

@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from ..rules import TEMPLATE_DOMAIN
 from .patterns import compile_matcher, key_match2_source, pattern_problem
@@ -37,7 +37,7 @@ PARAMETER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Conditions, internally: True | False | ("and", (C, ...)) | ("or", (C, ...)) | ("not", C)
 # | ("eq", field, value) | ("in", field, (value, ...)) | ("like", field, glob). Hashable, so
 # equal sub-conditions merge.
-Condition = Union[bool, tuple]
+Condition = bool | tuple
 
 
 class PlanError(Exception):
@@ -290,9 +290,7 @@ def _closure(tokens: Sequence[str], state: State) -> list[State]:
     """`state` and the states reached from it without consuming a character."""
     reached = [state]
     index, inside = state
-    if inside:
-        index += 1
-    elif index < len(tokens) and tokens[index] == ANYTHING:
+    if inside or index < len(tokens) and tokens[index] == ANYTHING:
         index += 1
     else:
         return reached
