@@ -180,7 +180,7 @@ def plan_filter(plan: Mapping[str, Any], columns: Mapping[str, Any]) -> ColumnEl
         )
     mapped: dict[str, ColumnElement] = {}
     guards: list[ColumnElement] = [columns["org"].is_not(None)]
-    for field in fields:
+    for field in sorted(fields):
         column = columns[field]
         if field == "owner":
             column = sa.func.coalesce(column, "")  # NULL: no owner, as a check without one

@@ -9,10 +9,12 @@ from ..config import Settings
 from ..core import Rolegate
 from ..logs import configure_logging
 from . import audit, console, decisions, errors, health, orgs
+from . import plan as plan_api
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 
 BLUEPRINTS = (decisions.bp, health.bp, orgs.bp, audit.bp, console.bp)
+BLUEPRINTS += (plan_api.bp,)
 
 
 def init_app(app: Flask) -> None:

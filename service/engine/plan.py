@@ -157,6 +157,42 @@ def _intersection(known: list[str], found: Iterable[str]) -> list[str]:
     return [value for value in known if value in wanted]
 
 
+def _fold_likes(kind: str, items: list[Condition]) -> list[Condition] | None:
+    """Values against globs on the same field: `v or like g` drops a v that g matches; `v and
+    like g` keeps only the values g matches and drops the glob (None: nothing is left)."""
+    globs: dict[str, list[re.Pattern[str]]] = {}
+    for item in items:
+        if isinstance(item, tuple) and item[0] == "like":
+            globs.setdefault(item[1], []).append(glob_regex(item[2]))
+    if not globs:
+        return items
+    folded: list[Condition] = []
+    for item in items:
+        if not (isinstance(item, tuple) and item[0] in ("eq", "in", "like") and item[1] in globs):
+            folded.append(item)
+            continue
+        if item[0] == "like":
+            if kind == "or" or not any(
+                isinstance(other, tuple) and other[0] in ("eq", "in") and other[1] == item[1]
+                for other in items
+            ):
+                folded.append(item)
+            continue
+        values = (item[2],) if item[0] == "eq" else item[2]
+        patterns = globs[item[1]]
+        if kind == "or":
+            kept = [v for v in values if not any(p.fullmatch(v) for p in patterns)]
+        else:
+            kept = [v for v in values if all(p.fullmatch(v) for p in patterns)]
+            if not kept:
+                return None
+        if kept:
+            folded.append(
+                ("eq", item[1], kept[0]) if len(kept) == 1 else ("in", item[1], tuple(kept))
+            )
+    return folded
+
+
 def _junction(kind: str, items: Iterable[Condition]) -> Condition:
     """`and`/`or` with constants folded, nesting flattened, duplicates and absorbed terms gone."""
     unit, zero = (True, False) if kind == "and" else (False, True)
@@ -173,6 +209,8 @@ def _junction(kind: str, items: Iterable[Condition]) -> Condition:
             flat.append(item)
     flat = _dedupe(flat)
     merged = _merge_values(flat, _intersection if kind == "and" else _union)
+    if merged is not None:
+        merged = _fold_likes(kind, merged)
     if merged is None:
         return zero
     present = set(merged)
