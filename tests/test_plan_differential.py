@@ -40,7 +40,7 @@ ORGS = ("acme", "globex", "ac")
 LINK_DOMAINS = (*ORGS, "*", "ac*")
 RULE_DOMAINS = (*ORGS, "*", "*", "*", "ac*")
 ACTIONS = ("read", "update")
-SEGMENTS = ("d", "p", "e", ":id", "x-:id", "*", "*e", "a%b", "a_b", "ü", "X")
+SEGMENTS = ("d", "p", "e", ":id", "x-:id", "*", "*e", "*-", "*d", "x:id", "a%b", "a_b", "ü", "X")
 TEMPLATES = ("/d/:a", "/d/:a/:b", "/:a", "/p/:a/d/:b", "/d/:a/e", "/:a/:b")
 VALUES = (
     "d", "e", "p", "x", "x-", "x-1", "X-1", "1", "%", "_", "a%b", "a_b", "aXb", "a%", "ü",
