@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..rules import TEMPLATE_DOMAIN
+from ..rules import TEMPLATE_DOMAIN, Rule
 from .patterns import compile_matcher, key_match2_source, pattern_problem
 from .snapshot import Snapshot
 from .types import CheckRequest
@@ -458,6 +458,22 @@ def member_orgs(snapshot: Snapshot, subject: str) -> list[str]:
     return [org for org in snapshot.orgs() if "*" not in org and snapshot.is_member(subject, org)]
 
 
+def _role_rules(snapshot: Snapshot, domain: str, role: str, action: str) -> tuple[Rule, ...]:
+    """The `p` rules of `role` for `action` in `domain`, from the snapshot's index."""
+    index = snapshot.domains.get(domain)
+    filed = index.grants.get((role, action)) if index is not None else None
+    if filed is None:
+        return ()
+    by_segment, anywhere = filed
+    return tuple(rule for entries in (*by_segment.values(), anywhere) for _, rule in entries)
+
+
+def _has_unusable_pattern(snapshot: Snapshot, domain: str, action: str) -> bool:
+    """Whether a `p` rule for `action` in `domain` has a pattern Casbin cannot evaluate."""
+    index = snapshot.domains.get(domain)
+    return index is not None and action in index.broken
+
+
 class _Planner:
     """One plan's work: each pattern read and each domain's rules for the action grouped once."""
 
@@ -468,7 +484,7 @@ class _Planner:
         self.shape = snapshot.shape
         self._patterns: dict[str, Condition] = {}
         self._problems: dict[str, str | None] = {}
-        self._domains: dict[str, dict[str, list[tuple[str, str]]]] = {}
+        self._rules: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {}
 
     def problem(self, pattern: str) -> str | None:
         if pattern not in self._problems:
@@ -479,18 +495,21 @@ class _Planner:
     def matches(self, pattern: str) -> Condition:
         found = self._patterns.get(pattern)
         if found is None:
+            if self.problem(pattern):
+                raise PlanNotExpressible(
+                    f"pattern {pattern!r} cannot be evaluated; whether a check reaches it "
+                    "depends on the resource"
+                )
             found = self._patterns[pattern] = pattern_condition(pattern, self.template)
         return found
 
-    def domain_rules(self, domain: str) -> dict[str, list[tuple[str, str]]]:
-        """role -> [(pattern, effect)] of the domain's `p` rules for the action."""
-        found = self._domains.get(domain)
+    def role_rules(self, domain: str, role: str) -> tuple[tuple[str, str], ...]:
+        """[(pattern, effect)] of `role`'s `p` rules for the action in `domain`."""
+        key = (domain, role)
+        found = self._rules.get(key)
         if found is None:
-            found = {}
-            for rule in self.snapshot.rules(domain):
-                if rule[0] == "p" and len(rule) == 6 and rule[4] == self.request.action:
-                    found.setdefault(rule[1], []).append((rule[3], rule[5]))
-            self._domains[domain] = found
+            rules = _role_rules(self.snapshot, domain, role, self.request.action)
+            found = self._rules[key] = tuple([(rule[3], rule[5]) for rule in rules])
         return found
 
     def roles(self, org: str, owner: str) -> frozenset[str]:
@@ -503,42 +522,33 @@ class _Planner:
         domains = [org]
         if self.shape.template_domain and org != TEMPLATE_DOMAIN:
             domains.append(TEMPLATE_DOMAIN)
-        by_role = [self.domain_rules(domain) for domain in domains]
-        if not self.shape.subject_before_resource:
-            # Casbin evaluates every such rule's pattern: an unusable one fails every check.
-            for rules in by_role:
-                for entries in rules.values():
-                    if any(self.problem(pattern) for pattern, _ in entries):
-                        return False
+        if not self.shape.subject_before_resource and any(
+            _has_unusable_pattern(self.snapshot, domain, self.request.action) for domain in domains
+        ):
+            return False  # Casbin evaluates every such rule's pattern: one unusable fails all
         plain = self.roles(org, "")
         owned = self.roles(org, self.request.subject) if self.shape.owner_role else plain
 
-        def grants(roles: Iterable[str], effect: str) -> Condition:
-            conditions = []
-            for rules in by_role:
+        def grants(roles: Iterable[str]) -> tuple[Condition, Condition]:
+            """(any allow rule matches, any deny rule counts and matches) for these roles."""
+            patterns: dict[str, dict[str, None]] = {"allow": {}, "deny": {}}
+            for domain in domains:
                 for role in roles:
-                    for pattern, rule_effect in rules.get(role, ()):
-                        if rule_effect != effect:
-                            continue
-                        if self.problem(pattern):
-                            raise PlanNotExpressible(
-                                f"pattern {pattern!r} cannot be evaluated; whether a check "
-                                "reaches it depends on the resource"
-                            )
-                        conditions.append(self.matches(pattern))
-            return disj(*conditions)
+                    for pattern, effect in self.role_rules(domain, role):
+                        if effect in patterns:
+                            patterns[effect][pattern] = None
+            if not self.shape.deny_override:
+                patterns["deny"].clear()
+            return tuple(disj(*map(self.matches, patterns[effect])) for effect in ("allow", "deny"))
 
-        def denied(roles: Iterable[str]) -> Condition:
-            return grants(roles, "deny") if self.shape.deny_override else False
-
-        allow, deny = grants(plain, "allow"), denied(plain)
+        allow, deny = grants(plain)
         if owned == plain:
             return conj(allow, neg(deny))
         is_owner = ("eq", "owner", self.request.subject)
-        extra = owned - plain
-        if denied(extra) is False:
-            return conj(disj(allow, conj(is_owner, grants(extra, "allow"))), neg(deny))
-        owned_allowed = conj(disj(allow, grants(extra, "allow")), neg(disj(deny, denied(extra))))
+        owner_allow, owner_deny = grants(owned - plain)
+        if owner_deny is False:
+            return conj(disj(allow, conj(is_owner, owner_allow)), neg(deny))
+        owned_allowed = conj(disj(allow, owner_allow), neg(disj(deny, owner_deny)))
         return disj(conj(is_owner, owned_allowed), conj(neg(is_owner), allow, neg(deny)))
 
 
