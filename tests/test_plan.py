@@ -399,3 +399,14 @@ def test_trusted_token_roles_in_plans(make_live_server, settings):
         headers=live.auth("zed", roles=["admin"]),
     )
     assert untrusted.body["condition"] is False
+
+
+def test_member_orgs_reads_membership_like_the_snapshot():
+    engine = sample_engine(("g", "bob", "viewer", "ac*"), ("g", "bob", "admin", "*"))
+    snapshot = engine.snapshot
+    for subject in ("alice", "bob", "frank", "contractor", "admin", "mallory"):
+        expected = [
+            org for org in snapshot.orgs() if "*" not in org and snapshot.is_member(subject, org)
+        ]
+        assert member_orgs(snapshot, subject) == expected
+    assert member_orgs(snapshot, "bob") == ["acme", "globex"]  # links in `*` or `ac*` do not count

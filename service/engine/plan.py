@@ -454,8 +454,15 @@ class PlanRequest:
 
 
 def member_orgs(snapshot: Snapshot, subject: str) -> list[str]:
-    """The orgs in which `subject` holds a role link of its own (a default role does not count)."""
-    return [org for org in snapshot.orgs() if "*" not in org and snapshot.is_member(subject, org)]
+    """The orgs in which `subject` holds a role link of its own (a default role does not count).
+
+    Same reading as `Snapshot.is_member`, over the snapshot's domains in one pass.
+    """
+    return sorted(
+        name
+        for name, index in snapshot.domains.items()
+        if "*" not in name and subject in index.links
+    )
 
 
 def _role_rules(snapshot: Snapshot, domain: str, role: str, action: str) -> tuple[Rule, ...]:
