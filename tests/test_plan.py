@@ -93,7 +93,16 @@ def test_a_minimum_length_inside_a_longer_shape_is_refused():
 
 @pytest.mark.parametrize(
     "template",
-    ["/documents/:org", "/documents/:owner", "/d/:id/:id", "/d/x-:id", "/d/*", "/d/:", "/d/:1a"],
+    [
+        "/documents/:org",
+        "/documents/:owner",
+        "/d/:id/:id",
+        "/d/x-:id",
+        "/d/*",
+        "/d/:",
+        "/d/:1a",
+        "".join(f"/:p{i}" for i in range(9)),  # more than 8 parameters
+    ],
 )
 def test_bad_templates(template):
     with pytest.raises(TemplateError):

@@ -32,6 +32,9 @@ from .snapshot import Snapshot
 from .types import CheckRequest
 
 RESERVED_FIELDS = ("org", "owner")
+# Each parameter multiplies the ways a pattern's `*` runs can align with the template: a bound
+# keeps a hostile template from making a plan exponentially large.
+MAX_PARAMETERS = 8
 PARAMETER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 # Conditions, internally: True | False | ("and", (C, ...)) | ("or", (C, ...)) | ("not", C)
@@ -98,6 +101,8 @@ def parse_template(text: str) -> Template:
             if name in params:
                 raise TemplateError(f"template {text!r}: parameter {segment!r} appears twice")
             params.append(name)
+            if len(params) > MAX_PARAMETERS:
+                raise TemplateError(f"template {text!r}: more than {MAX_PARAMETERS} parameters")
             items.append("\0" + name)
         elif ":" in segment or "*" in segment:
             raise TemplateError(
