@@ -81,6 +81,8 @@ class Template:
 
 def parse_template(text: str) -> Template:
     """Literal segments and whole-segment `:name` parameters; anything else is a TemplateError."""
+    if not text.isprintable():
+        raise TemplateError(f"template {text!r}: contains control characters")
     items: list[str] = []
     params: list[str] = []
     for position, segment in enumerate(text.split("/")):
