@@ -21,6 +21,7 @@ glob cannot state) raises `PlanNotExpressible`: a plan is exact or it is not giv
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -418,8 +419,12 @@ def _shape_condition(field: str, shape: Sequence[str], pattern: str) -> Conditio
     return matches
 
 
+@functools.lru_cache(maxsize=4096)
 def pattern_condition(pattern: str, template: Template) -> Condition:
-    """When the template, filled with parameter values, matches the keyMatch2 `pattern`."""
+    """When the template, filled with parameter values, matches the keyMatch2 `pattern`.
+
+    Pure, so cached across plans (a rule's pattern meets the same few templates again).
+    """
     tokens = pattern_tokens(pattern)
     current: dict[State, Condition] = {state: True for state in _closure(tokens, (0, 0))}
     for item in template.items:
