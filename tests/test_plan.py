@@ -102,6 +102,7 @@ def test_a_minimum_length_inside_a_longer_shape_is_refused():
         "/d/:",
         "/d/:1a",
         "".join(f"/:p{i}" for i in range(9)),  # more than 8 parameters
+        "/" + "a" * 256,  # longer than 256 characters
     ],
 )
 def test_bad_templates(template):

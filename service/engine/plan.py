@@ -36,6 +36,7 @@ RESERVED_FIELDS = ("org", "owner")
 # Each parameter multiplies the ways a pattern's `*` runs can align with the template: a bound
 # keeps a hostile template from making a plan exponentially large.
 MAX_PARAMETERS = 8
+MAX_TEMPLATE_CHARS = 256  # each character is one automaton step per pattern
 PARAMETER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 # Conditions, internally: True | False | ("and", (C, ...)) | ("or", (C, ...)) | ("not", C)
@@ -84,6 +85,8 @@ def parse_template(text: str) -> Template:
     """Literal segments and whole-segment `:name` parameters; anything else is a TemplateError."""
     if not text.isprintable():
         raise TemplateError(f"template {text!r}: contains control characters")
+    if len(text) > MAX_TEMPLATE_CHARS:
+        raise TemplateError(f"template: longer than {MAX_TEMPLATE_CHARS} characters")
     items: list[str] = []
     params: list[str] = []
     for position, segment in enumerate(text.split("/")):
@@ -426,7 +429,15 @@ def pattern_condition(pattern: str, template: Template) -> Condition:
     Pure, so cached across plans (a rule's pattern meets the same few templates again).
     """
     tokens = pattern_tokens(pattern)
-    current: dict[State, Condition] = {state: True for state in _closure(tokens, (0, 0))}
+    closures: dict[State, list[State]] = {}
+
+    def closure(state: State) -> list[State]:
+        found = closures.get(state)
+        if found is None:
+            found = closures[state] = _closure(tokens, state)
+        return found
+
+    current: dict[State, Condition] = dict.fromkeys(closure((0, 0)), True)
     for item in template.items:
         reached: dict[State, list[Condition]] = {}
         for state, condition in current.items():
@@ -441,10 +452,13 @@ def pattern_condition(pattern: str, template: Template) -> Condition:
             for target, reached_with in targets:
                 if reached_with is False:
                     continue
-                for closed in _closure(tokens, target):
+                for closed in closure(target):
                     reached.setdefault(closed, []).append(reached_with)
-        current = {state: disj(*conditions) for state, conditions in reached.items()}
-        current = {state: condition for state, condition in current.items() if condition}
+        current = {}
+        for state, conditions in reached.items():
+            condition = conditions[0] if len(conditions) == 1 else disj(*conditions)
+            if condition is not False:
+                current[state] = condition
         if not current:
             return False
     return current.get((len(tokens), 0), False)
