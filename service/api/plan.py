@@ -8,6 +8,7 @@ from flask import Blueprint
 
 from ..core import MAX_RESOURCE_BYTES, CheckInput, validate_org, validate_text
 from ..engine.plan import (
+    MAX_TEMPLATE_CHARS,
     PlanNotExpressible,
     PlanRequest,
     TemplateError,
@@ -90,6 +91,8 @@ OPENAPI_PATHS = {
                         "action": {"type": "string", "minLength": 1, "maxLength": 256},
                         "resource": {
                             "type": "string",
+                            "minLength": 1,
+                            "maxLength": MAX_TEMPLATE_CHARS,
                             "description": "Collection template: literal segments and :name "
                             "parameters (not named org or owner), e.g. /documents/:id",
                         },
