@@ -9,6 +9,7 @@ from ..config import Settings
 from ..core import Rolegate
 from ..logs import configure_logging
 from . import audit, authzen, console, decisions, errors, forward_auth, health, orgs
+from . import plan as plan_api
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 
@@ -20,6 +21,7 @@ BLUEPRINTS = (
     console.bp,
     forward_auth.bp,
     authzen.bp,
+    plan_api.bp,
 )
 
 

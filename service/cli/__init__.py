@@ -35,8 +35,9 @@ def main(traceback: bool) -> None:
 
 def _register() -> None:
     from . import audit, db, decide, org, policy, serve
+    from . import plan as plan_cli
 
-    for module in (serve, decide, policy, org, audit, db):
+    for module in (serve, decide, policy, org, audit, db, plan_cli):
         for command in module.COMMANDS:
             main.add_command(command)
 
