@@ -197,12 +197,17 @@ def assignable_roles(snapshot: Snapshot, org: str) -> frozenset[str]:
     return org_roles(snapshot, org) | fresh
 
 
-def subjects_in(snapshot: Snapshot, org: str) -> tuple[str, ...]:
-    """Users and API keys of `org`, sorted: members of the links that apply in it and subjects
-    of its own rules, minus every role name."""
+def names_in(snapshot: Snapshot, org: str) -> frozenset[str]:
+    """Members of the links that apply in `org` and subjects of its own rules."""
     names = {link.member for link in links_in(snapshot, org)}
     names.update(grant.subject for grant in grants(snapshot.rules(org)))
-    return tuple(sorted(names - role_names(snapshot) - org_roles(snapshot, org)))
+    return frozenset(names)
+
+
+def subjects_in(snapshot: Snapshot, org: str) -> tuple[str, ...]:
+    """Users and API keys of `org`, sorted: `names_in` minus every role name."""
+    roles = role_names(snapshot) | org_roles(snapshot, org)
+    return tuple(sorted(names_in(snapshot, org) - roles))
 
 
 def member_links(snapshot: Snapshot, org: str, member: str) -> list[Link]:
@@ -324,6 +329,7 @@ __all__ = [
     "links",
     "links_in",
     "member_links",
+    "names_in",
     "org_exists",
     "org_roles",
     "role_grants",
