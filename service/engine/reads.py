@@ -178,8 +178,9 @@ def org_roles(snapshot: Snapshot, org: str) -> frozenset[str]:
 
 
 def direct_memberships(snapshot: Snapshot, org: str) -> dict[str, list[str]]:
-    """Subject -> its direct roles in `org` (links of the org itself from names not roles)."""
-    roles = role_names(snapshot)
+    """Subject -> its direct roles in `org`: links of the org itself from names that are no
+    role and not the subject of an org rule (such a name reads as an org-local role)."""
+    roles = role_names(snapshot) | {grant.subject for grant in grants(snapshot.rules(org))}
     members: dict[str, list[str]] = {}
     for link in links(snapshot.rules(org)):
         if link.member not in roles:
@@ -189,12 +190,9 @@ def direct_memberships(snapshot: Snapshot, org: str) -> dict[str, list[str]]:
 
 def assignable_roles(snapshot: Snapshot, org: str) -> frozenset[str]:
     """Roles a member or a role link may point to in `org`: the org's roles and the subjects of
-    the org's own rules that have no links of their own (a role that has no members yet)."""
-    own_links = {link.member for link in links(snapshot.rules(org))}
-    fresh = {
-        grant.subject for grant in grants(snapshot.rules(org)) if grant.subject not in own_links
-    }
-    return org_roles(snapshot, org) | fresh
+    the org's own rules (an org-local role, perhaps without members yet)."""
+    local = {grant.subject for grant in grants(snapshot.rules(org))}
+    return org_roles(snapshot, org) | local
 
 
 def names_in(snapshot: Snapshot, org: str) -> frozenset[str]:
