@@ -203,14 +203,28 @@ def _is_member_name_refused(snapshot: Snapshot, org: str, name: str) -> bool:
     return reads.is_role_name(snapshot, name) or name in reads.org_roles(snapshot, org)
 
 
-def _access(
-    snapshot: Snapshot, org: str, subject: str, owner: bool, extra_roles: tuple[str, ...] = ()
-) -> dict[str, Access]:
-    """action -> what `subject` may do in `org`; nothing for a name that is a role (refused)."""
-    if _is_member_name_refused(snapshot, org, subject):
-        return {}
-    roles = reads.roles_of(snapshot, subject, org, extra_roles=extra_roles, owner=owner)
-    return reads.access_by_action(snapshot, org, roles)
+class _AccessReader:
+    """What subjects may do in one org of one snapshot, computed once per set of roles."""
+
+    def __init__(self, snapshot: Snapshot, org: str):
+        self.snapshot, self.org = snapshot, org
+        self.role_names = reads.role_names(snapshot) | reads.org_roles(snapshot, org)
+        self._by_roles: dict[frozenset[str], dict[str, Access]] = {}
+
+    def access(
+        self, subject: str, owner: bool, extra_roles: tuple[str, ...] = ()
+    ) -> dict[str, Access]:
+        """action -> what `subject` may do; nothing for a role name (refused as a principal)."""
+        if subject in self.role_names:
+            return {}
+        roles = reads.roles_of(
+            self.snapshot, subject, self.org, extra_roles=extra_roles, owner=owner
+        )
+        key = frozenset(roles)
+        found = self._by_roles.get(key)
+        if found is None:
+            found = self._by_roles[key] = reads.access_by_action(self.snapshot, self.org, roles)
+        return found
 
 
 def _literal_gain(before: Access, after: Access, held: Access) -> bool:
@@ -308,14 +322,15 @@ class OrgAdmin:
             names = reads.names_in(before, org) | reads.names_in(after, org)
             subjects = sorted(names | {NON_MEMBER})
         variants = (False, True) if before.shape.owner_role else (False,)
+        old_reader, new_reader = _AccessReader(before, org), _AccessReader(after, org)
         held = {
-            owner: _access(before, org, base.subject, owner, base.extra_roles) for owner in variants
+            owner: old_reader.access(base.subject, owner, base.extra_roles) for owner in variants
         }
         override = before.shape.deny_override
         for subject in subjects:
             for owner in variants:
-                old = _access(before, org, subject, owner)
-                new = _access(after, org, subject, owner)
+                old = old_reader.access(subject, owner)
+                new = new_reader.access(subject, owner)
                 for action, access in sorted(new.items()):
                     previous = old.get(action, Access(deny_override=override))
                     if access == previous:
