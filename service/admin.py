@@ -206,8 +206,8 @@ def _is_member_name_refused(snapshot: Snapshot, org: str, name: str) -> bool:
 class _AccessReader:
     """What subjects may do in one org of one snapshot, computed once per set of roles."""
 
-    def __init__(self, snapshot: Snapshot, org: str):
-        self.snapshot, self.org = snapshot, org
+    def __init__(self, snapshot: Snapshot, org: str, *, fail_closed: bool = True):
+        self.snapshot, self.org, self.fail_closed = snapshot, org, fail_closed
         self.role_names = reads.role_names(snapshot) | reads.org_roles(snapshot, org)
         self._by_roles: dict[frozenset[str], dict[str, Access]] = {}
 
@@ -223,7 +223,9 @@ class _AccessReader:
         key = frozenset(roles)
         found = self._by_roles.get(key)
         if found is None:
-            found = self._by_roles[key] = reads.access_by_action(self.snapshot, self.org, roles)
+            found = self._by_roles[key] = reads.access_by_action(
+                self.snapshot, self.org, roles, fail_closed=self.fail_closed
+            )
         return found
 
 
@@ -310,27 +312,35 @@ class OrgAdmin:
         """403 privilege_escalation unless everything the change gives anyone is held by the
         caller.
 
-        For each subject (default: every subject of the org in either snapshot, plus a
-        non-member standing for the default role), owner or not, and action: a resource allowed
-        after the change, not before, and not to the caller before, refuses the change. Decided
-        exactly on the patterns (`engine.coverage`); patterns outside the safe grammar are
-        judged by identity (`_literal_gain`), never by sampling.
+        For each subject (default: every subject of the org in either snapshot, a non-member
+        standing for the default role and, when token roles are trusted, a holder of each single
+        token role), owner or not, and action: a resource allowed after the change, not before,
+        and not to the caller before, refuses the change. Decided exactly on the patterns
+        (`engine.coverage`); patterns outside the safe grammar are judged by identity
+        (`_literal_gain`), never by sampling.
         """
         if base is None:
             return
+        holders: list[tuple[str, tuple[str, ...]]]
         if subjects is None:
             names = reads.names_in(before, org) | reads.names_in(after, org)
-            subjects = sorted(names | {NON_MEMBER})
+            holders = [(name, ()) for name in sorted(names | {NON_MEMBER})]
+            if self.core.settings.trust_token_roles:
+                roles = reads.assignable_roles(before, org) | reads.assignable_roles(after, org)
+                holders += [(NON_MEMBER, (role,)) for role in sorted(roles)]
+        else:
+            holders = [(subject, ()) for subject in subjects]
         variants = (False, True) if before.shape.owner_role else (False,)
         old_reader, new_reader = _AccessReader(before, org), _AccessReader(after, org)
-        held = {
-            owner: old_reader.access(base.subject, owner, base.extra_roles) for owner in variants
-        }
+        # What the caller holds by the rules (a pattern that fails every check of an action
+        # must stay removable by whoever holds what its removal restores).
+        by_rules = _AccessReader(before, org, fail_closed=False)
+        held = {owner: by_rules.access(base.subject, owner, base.extra_roles) for owner in variants}
         override = before.shape.deny_override
-        for subject in subjects:
+        for subject, token_roles in holders:
             for owner in variants:
-                old = old_reader.access(subject, owner)
-                new = new_reader.access(subject, owner)
+                old = old_reader.access(subject, owner, token_roles)
+                new = new_reader.access(subject, owner, token_roles)
                 for action, access in sorted(new.items()):
                     previous = old.get(action, Access(deny_override=override))
                     if access == previous:
@@ -340,6 +350,8 @@ class OrgAdmin:
                     if example is not None:
                         owning = " owning the resource" if owner else ""
                         who = "a non-member" if subject == NON_MEMBER else repr(subject)
+                        if token_roles:
+                            who = f"a token with role {token_roles[0]!r}"
                         raise Forbidden(
                             f"cannot {what}: it lets {who}{owning} {action} {example}, which "
                             f"you are not allowed in org {org!r}",

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from rolegate.admin import Caller, OrgAdmin
 from rolegate.apikeys import api_keys
 from rolegate.config import REPO_ROOT
+from rolegate.store import ChangeSet
 
 ATTACK_CSV = """# rolegate: global-membership
 g, root, platform-admin, *
@@ -471,3 +472,50 @@ def test_onboarding_refuses_when_the_admin_role_is_ambiguous(make_live_server, s
         )
         assert code(response) == (409, "org_admin_role_unknown")
         assert "ROLEGATE_ORG_ADMIN_ROLE" in response.body["error"]["message"]
+
+
+def test_token_role_holders_count_when_token_roles_are_trusted(
+    make_live_server, settings, tmp_path
+):
+    rule = {"rules": [p_rule("auditor", "/secret/*")]}  # no globex member holds auditor
+    policies = str(attack_policies(tmp_path))
+    trusted = make_live_server(settings.replace(policy_dir=policies, trust_token_roles=True))
+    with Unchanged(trusted):
+        response = call(trusted, "POST", "/v1/orgs/globex/rules", rule, who=("lead2", "globex"))
+        assert code(response) == (403, "privilege_escalation"), response.text
+        assert "a token with role 'auditor'" in response.body["error"]["message"]
+    other = tmp_path / "other"
+    other.mkdir()
+    untrusted = make_live_server(
+        settings.replace(
+            policy_dir=str(attack_policies(other)), database_url=f"sqlite:///{other / 'x.db'}"
+        )
+    )
+    response = call(untrusted, "POST", "/v1/orgs/globex/rules", rule, who=("lead2", "globex"))
+    assert response.status == 201, response.text  # nobody holds auditor in globex: no gain
+
+
+def test_a_rule_that_breaks_every_check_is_removable_by_who_holds_the_rest(
+    make_live_server, settings
+):
+    live = make_live_server(settings)
+    broken = ("p", "nobody", "globex", "/x/**", "read", "allow")  # Casbin cannot compile it
+    live.core.store.apply(
+        ChangeSet(
+            added=[
+                broken,
+                ("p", "reporter", "globex", "/rules", "manage", "allow"),
+                ("g", "rita", "reporter", "globex"),
+            ]
+        ),
+        actor="cli:test",
+    )
+    live.core.refresh()
+    assert not allowed(live, "bob", "globex", "/documents/1")  # every read fails closed
+    body = {"rules": [p_rule("nobody", "/x/**")]}
+    with Unchanged(live):
+        response = call(live, "DELETE", "/v1/orgs/globex/rules", body, who=("rita", "globex"))
+        assert code(response) == (403, "privilege_escalation"), response.text
+    response = call(live, "DELETE", "/v1/orgs/globex/rules", body, who=("erin", "globex"))
+    assert response.status == 200, response.text
+    assert allowed(live, "bob", "globex", "/documents/1")

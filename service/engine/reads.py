@@ -254,8 +254,14 @@ def role_grants(snapshot: Snapshot, org: str, role: str) -> list[Grant]:
 # --------------------------------------------------------------------------- access as sets
 
 
-def access_by_action(snapshot: Snapshot, org: str, roles: RolePaths) -> dict[str, coverage.Access]:
-    """action -> the resources `roles` are allowed in `org` (allow and deny patterns)."""
+def access_by_action(
+    snapshot: Snapshot, org: str, roles: RolePaths, *, fail_closed: bool = True
+) -> dict[str, coverage.Access]:
+    """action -> the resources `roles` are allowed in `org` (allow and deny patterns).
+
+    `fail_closed`: an action whose every check fails (`evaluation_fails`) allows nothing, as
+    decisions answer; False reads what the rules say regardless.
+    """
     allow: dict[str, set[str]] = {}
     deny: dict[str, set[str]] = {}
     for grant, _path in held_grants(snapshot, org, roles):
@@ -267,8 +273,17 @@ def access_by_action(snapshot: Snapshot, org: str, roles: RolePaths) -> dict[str
         action: coverage.Access(
             tuple(sorted(allow.get(action, ()))), tuple(sorted(deny.get(action, ()))), override
         )
+        if not (fail_closed and evaluation_fails(snapshot, org, roles, action))
+        else coverage.Access(deny_override=override)  # every such check denies
         for action in set(allow) | set(deny)
     }
+
+
+def evaluation_fails(snapshot: Snapshot, org: str, roles: RolePaths, action: str) -> bool:
+    """Whether every check of `action` in `org` with `roles` fails closed (a rule Casbin would
+    evaluate has a pattern it cannot compile), asked of the decision itself."""
+    probe = CheckRequest("", org, "\x00", action)
+    return snapshot.decide(probe, roles).error is not None
 
 
 def exact_patterns(snapshot: Snapshot) -> bool:
@@ -312,6 +327,7 @@ __all__ = [
     "assignable_roles",
     "decide",
     "direct_memberships",
+    "evaluation_fails",
     "exact_patterns",
     "gained",
     "grant_domains",
