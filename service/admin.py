@@ -9,10 +9,14 @@ caller's org:
 
 Guards on every write:
 
+- the caller is asked with the core's one principal -> request rule
+  (`Rolegate.principal_request`; a role-named caller is refused, `subject_is_role`);
 - nobody touches another org (`org_mismatch`), except platform admins creating/offboarding;
-- no privilege escalation: a role (for a member or an API key), a new allow rule, a role link or
-  the removal of a deny rule may only give what the caller is allowed in that org
-  (`privilege_escalation`);
+- no privilege escalation: whatever a write gives anyone (a granted role, a new rule or link,
+  and also a removed deny, link or member role) must be access the caller holds in that org,
+  decided exactly on the patterns by the engine (`_check_escalation`, `privilege_escalation`);
+- resource patterns use the safe grammar unless the deployment allows regex (`unsafe_pattern`);
+- role names are never members (`subject_is_role`);
 - an org keeps at least one admin, meaning a member allowed `manage` on `/members`
   (`last_admin`);
 - role names must exist in the org or the `*` templates (`unknown_role`).
