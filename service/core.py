@@ -277,6 +277,7 @@ class Rolegate:
                 return False
 
     def _swapped(self, before: int, revision: int, kind: str, started: float) -> None:
+        reads.role_names(self.engine.snapshot)  # the refusal set, computed off the request path
         self.revision_applied_at = time.time()
         metrics.observe_reload(kind, time.perf_counter() - started)
         metrics.set_revision(revision)
