@@ -364,10 +364,11 @@ class OrgAdmin:
 
     @staticmethod
     def _gain(snapshot: Snapshot, before: Access, after: Access, held: Access) -> str | None:
-        """A resource gained and not held, or None. Exact when the patterns allow it."""
+        """A resource gained and not held (quoted), or None. Exact when the patterns allow it."""
         if reads.exact_patterns(snapshot):
             try:
-                return reads.gained(snapshot, before, after, held)
+                witness = reads.gained(snapshot, before, after, held)
+                return None if witness is None else repr(witness)
             except coverage.Undecided:
                 pass
         if _literal_gain(before, after, held):
