@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from rolegate.admin import Caller, OrgAdmin
 from rolegate.apikeys import api_keys
 from rolegate.config import REPO_ROOT
+from rolegate.engine import reads
 from rolegate.store import ChangeSet
 
 ATTACK_CSV = """# rolegate: global-membership
@@ -259,6 +260,26 @@ def test_role_names_cannot_become_members(live):
             live, "POST", "/v1/orgs", {"id": "newco", "admin": "auditor"}, who=("root", None)
         )
         assert code(response) == (400, "subject_is_role")
+
+
+def test_bulk_refuses_role_named_items_and_applies_the_others(live):
+    items = [
+        {"subject": "viewer", "roles": ["member"]},
+        {"subject": "gus", "roles": ["nofinance", "member"]},
+    ]
+    response = call(
+        live, "POST", "/v1/orgs/globex/members/bulk", {"items": items}, who=("lead2", "globex")
+    )
+    assert response.status == 200, response.text
+    results = response.body["results"]
+    assert results[0]["error"]["code"] == "subject_is_role"
+    assert results[1]["status"] == "ok" and response.body["applied"] == 1
+    snapshot = live.core.engine.snapshot
+    assert reads.member_links(snapshot, "globex", "viewer") == []
+    assert {link.role for link in reads.member_links(snapshot, "globex", "gus")} == {
+        "nofinance",
+        "member",
+    }
 
 
 # -- guards from the engine -------------------------------------------------------------------
