@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Iterable
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from casbin.util import key_match
 
@@ -26,7 +26,10 @@ from ..rules import TEMPLATE_DOMAIN, Rule
 from . import coverage
 from .model import OWNER_ROLE
 from .snapshot import MAX_LINKS_FOLLOWED, DomainIndex, RolePaths, Snapshot
-from .types import CheckRequest
+from .types import CheckRequest, Decision
+
+if TYPE_CHECKING:
+    from . import Engine
 
 PLATFORM_ADMIN_ROLE = "platform-admin"
 BUILTIN_ROLES = frozenset({OWNER_ROLE, PLATFORM_ADMIN_ROLE})
@@ -312,7 +315,7 @@ def gained(
     return coverage.gained(snapshot.shape.resource_function, before, after, held)
 
 
-def decide(engine, request: CheckRequest, snapshot: Snapshot | None = None):
+def decide(engine: Engine, request: CheckRequest, snapshot: Snapshot | None = None) -> Decision:
     """The decision itself: `engine.check` (fast path or Casbin), here for one import site."""
     return engine.check(request, snapshot)
 
