@@ -9,10 +9,14 @@ caller's org:
 
 Guards on every write:
 
+- the caller is asked with the core's one principal -> request rule
+  (`Rolegate.principal_request`; a role-named caller is refused, `subject_is_role`);
 - nobody touches another org (`org_mismatch`), except platform admins creating/offboarding;
-- no privilege escalation: a role (for a member or an API key), a new allow rule, a role link or
-  the removal of a deny rule may only give what the caller is allowed in that org
-  (`privilege_escalation`);
+- no privilege escalation: whatever a write gives anyone (a granted role, a new rule or link,
+  and also a removed deny, link or member role) must be access the caller holds in that org,
+  decided exactly on the patterns by the engine (`_check_escalation`, `privilege_escalation`);
+- resource patterns use the safe grammar unless the deployment allows regex (`unsafe_pattern`);
+- role names are never members (`subject_is_role`);
 - an org keeps at least one admin, meaning a member allowed `manage` on `/members`
   (`last_admin`);
 - role names must exist in the org or the `*` templates (`unknown_role`).
@@ -30,18 +34,17 @@ from __future__ import annotations
 
 import getpass
 import random
-import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from casbin.util import key_match
-
 from .apikeys import SUBJECT_PREFIX, format_instant, key_subject
 from .core import Rolegate, validate_org, validate_text
-from .engine import CheckRequest, Snapshot
+from .engine import CheckRequest, Snapshot, coverage, patterns, reads
+from .engine.coverage import Access
+from .engine.reads import Link, link_rule
 from .errors import Conflict, Forbidden, InvalidRequest, NotFound, RolegateError
 from .identity import Principal
 from .rules import TEMPLATE_DOMAIN, Rule
@@ -50,7 +53,6 @@ from .store import ChangeSet, rule_problem
 if TYPE_CHECKING:
     import sqlalchemy as sa
 
-ADMIN_ROLE = "admin"
 MEMBERS, RULES, API_KEYS, ORGS, AUDIT = "/members", "/rules", "/api-keys", "/orgs", "/audit"
 MAX_ROLES = 50
 MAX_BULK = 1000
@@ -58,8 +60,7 @@ MAX_RULES = 1000
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
 MAX_ATTEMPTS = 12
-PROBE = "rolegate-probe"
-_KEY_MATCH2_PARAM = re.compile(r":[^/]+")
+NON_MEMBER = "(any other subject)"  # rules cannot name it: stands for the default role
 
 
 # --------------------------------------------------------------------------- callers
@@ -174,73 +175,78 @@ def page_limit(value: Any) -> int:
 # --------------------------------------------------------------------------- policy views
 
 
-def _domains_of_org(snapshot: Snapshot, org: str) -> list[str]:
-    """The domains whose rules apply in `org`: itself, `*` and pattern domains matching it."""
-    names = [org]
-    if snapshot.shape.template_domain:
-        names.append(TEMPLATE_DOMAIN)
-    names += [
-        name
-        for name in snapshot.domains
-        if "*" in name and name not in names and key_match(org, name)
-    ]
-    return names
+def _pattern_problem(core: Rolegate, pattern: str) -> str | None:
+    """Why a resource pattern may not be written through the API (None: it may).
+
+    The engine's `patterns.validate_pattern` when it exists; until then the safe grammar of
+    `coverage` (literal text, `:name`, `/*`) unless `allow_regex_patterns` is set.
+    """
+    allow_regex = bool(getattr(core.settings, "allow_regex_patterns", False))
+    validate = getattr(patterns, "validate_pattern", None)
+    if validate is not None:
+        return validate(pattern, allow_regex=allow_regex)
+    return _safe_grammar_problem(core.engine.shape.resource_function, pattern, allow_regex)
 
 
-def known_roles(snapshot: Snapshot, org: str) -> set[str]:
-    """Role names usable in `org`: targets of links and subjects of rules of the org or `*`."""
-    names: set[str] = set()
-    for domain in _domains_of_org(snapshot, org):
-        for rule in snapshot.rules(domain):
-            names.add(rule[2] if rule[0] == "g" else rule[1])
-    return names
+def _safe_grammar_problem(function: str, pattern: str, allow_regex: bool) -> str | None:
+    # Interim shim (see _pattern_problem): replaced by the engine's validate_pattern at merge.
+    if allow_regex or function != "keyMatch2" or coverage.exact(function, pattern):
+        return None
+    return (
+        f"{pattern!r} uses regular-expression syntax; resource patterns are literal text, "
+        "`:name` (one path segment) and `/*` (anything below)"
+    )
 
 
-def direct_memberships(snapshot: Snapshot, org: str) -> dict[str, list[str]]:
-    """Member -> its direct roles in `org` (links from names that are not roles themselves)."""
-    roles = known_roles(snapshot, org)
-    members: dict[str, list[str]] = {}
-    for rule in snapshot.rules(org):
-        if rule[0] == "g" and rule[1] not in roles:
-            members.setdefault(rule[1], []).append(rule[2])
-    return members
+def member_rules(snapshot: Snapshot, org: str, subject: str) -> list[Rule]:
+    return [link_rule(link) for link in reads.member_links(snapshot, org, subject)]
 
 
-def member_links(snapshot: Snapshot, org: str, subject: str) -> list[Rule]:
-    return [rule for rule in snapshot.rules(org) if rule[0] == "g" and rule[1] == subject]
+def _is_member_name_refused(snapshot: Snapshot, org: str, name: str) -> bool:
+    """Role names are never members: a member named like a role would hold it (`g(x, x)`)."""
+    return reads.is_role_name(snapshot, name) or name in reads.org_roles(snapshot, org)
 
 
-def _grant_domains(snapshot: Snapshot, org: str) -> tuple[str, ...]:
-    """The domains whose `p` rules apply in `org`."""
-    return (org, TEMPLATE_DOMAIN) if snapshot.shape.template_domain else (org,)
+class _AccessReader:
+    """What subjects may do in one org of one snapshot, computed once per set of roles."""
+
+    def __init__(self, snapshot: Snapshot, org: str, *, fail_closed: bool = True):
+        self.snapshot, self.org, self.fail_closed = snapshot, org, fail_closed
+        self.role_names = reads.role_names(snapshot) | reads.org_roles(snapshot, org)
+        self._by_roles: dict[frozenset[str], dict[str, Access]] = {}
+
+    def access(
+        self, subject: str, owner: bool, extra_roles: tuple[str, ...] = ()
+    ) -> dict[str, Access]:
+        """action -> what `subject` may do; nothing for a role name (refused as a principal)."""
+        if subject in self.role_names:
+            return {}
+        roles = reads.roles_of(
+            self.snapshot, subject, self.org, extra_roles=extra_roles, owner=owner
+        )
+        key = frozenset(roles)
+        found = self._by_roles.get(key)
+        if found is None:
+            found = self._by_roles[key] = reads.access_by_action(
+                self.snapshot, self.org, roles, fail_closed=self.fail_closed
+            )
+        return found
 
 
-def role_permissions(snapshot: Snapshot, org: str, role: str) -> set[tuple[str, str, str]]:
-    """(resource pattern, action, effect) of every rule `role` reaches in `org`."""
-    reachable = snapshot.role_paths(role, org)
-    permissions = set()
-    for domain in _grant_domains(snapshot, org):
-        for rule in snapshot.rules(domain):
-            if rule[0] == "p" and len(rule) == 6 and rule[1] in reachable:
-                permissions.add((rule[3], rule[4], rule[5]))
-    return permissions
+def _literal_gain(before: Access, after: Access, held: Access) -> bool:
+    """Whether `after` may give something `held` lacks, judged by pattern identity only.
 
-
-def _literal_prefix(pattern: str) -> str:
-    return re.split(r"[*:{(\[?]", pattern, maxsplit=1)[0]
-
-
-def patterns_may_overlap(first: str, second: str) -> bool:
-    """False only when no resource can match both (their literal prefixes diverge)."""
-    a, b = _literal_prefix(first), _literal_prefix(second)
-    return a.startswith(b) or b.startswith(a)
-
-
-def probe_resource(pattern: str, function: str) -> str:
-    """A concrete resource `pattern` matches that reaches into its wildcards."""
-    if function == "keyMatch2":
-        pattern = _KEY_MATCH2_PARAM.sub(PROBE, pattern)
-    return pattern.replace("*", f"{PROBE}/{PROBE}")
+    Sound without reading patterns: access is the allow patterns minus the deny patterns, so a
+    gain needs a new allow pattern or a removed deny; it is held when every allow pattern that
+    can give it is one of the held allow patterns and every held deny is still there.
+    """
+    new_allows = set(after.allow) - set(before.allow)
+    lifted = set(before.deny) - set(after.deny) if before.deny_override else set()
+    if not new_allows and not lifted:
+        return False
+    needed = set(after.allow) if lifted else new_allows
+    keeps_denies = not after.deny_override or set(held.deny) <= set(after.deny)
+    return not (needed <= set(held.allow) and keeps_denies)
 
 
 # --------------------------------------------------------------------------- the service
@@ -264,12 +270,6 @@ class OrgAdmin:
 
     # -- authorisation ------------------------------------------------------------------------
 
-    def _base_request(self, principal: Principal, org: str) -> CheckRequest:
-        trusted = self.core.settings.trust_token_roles and principal.org == org
-        return CheckRequest(
-            principal.subject, org, "", "", extra_roles=tuple(principal.roles) if trusted else ()
-        )
-
     def _authorize(
         self,
         caller: Caller,
@@ -285,8 +285,8 @@ class OrgAdmin:
             raise Forbidden(
                 f"your credentials are for org {principal.org!r}, not {org!r}", code="org_mismatch"
             )
-        base = self._base_request(principal, org)
         snapshot = snapshot or self.core.engine.snapshot
+        base = self.core.principal_request(principal, org, "", "", snapshot=snapshot)
         for resource, action in permissions:
             request = replace(base, resource=resource, action=action)
             if self.core.engine.check(request, snapshot).allowed:
@@ -298,73 +298,84 @@ class OrgAdmin:
         principal = caller.principal
         if principal is None:
             return
-        request = CheckRequest(principal.subject, TEMPLATE_DOMAIN, ORGS, "manage")
+        request = self.core.principal_request(principal, TEMPLATE_DOMAIN, ORGS, "manage")
         if not self.core.engine.check(request).allowed:
             raise Forbidden(f"{principal.subject} may not manage {ORGS}: platform admins only")
 
-    def _covers(
+    # -- no privilege escalation --------------------------------------------------------------
+
+    def _check_escalation(
         self,
-        base: CheckRequest,
-        snapshot: Snapshot,
-        pattern: str,
-        action: str,
-        granted: set[tuple[str, str, str]],
-    ) -> bool:
-        """Whether the caller is allowed `action` on everything `pattern` matches.
-
-        keyMatch/keyMatch2 patterns: the caller must be allowed on the pattern itself and on a
-        probe reaching into its wildcards, and no deny rule of the caller may cut into it unless
-        `granted` carries the same deny. Other matching functions: the caller must hold an
-        identical allow rule and no deny rule for that action.
-        """
-        caller_roles = snapshot.request_roles(replace(base, resource=pattern, action=action))
-        caller_denies = [
-            rule[3]
-            for domain in _grant_domains(snapshot, base.org)
-            for rule in snapshot.rules(domain)
-            if rule[0] == "p"
-            and len(rule) == 6
-            and rule[5] == "deny"
-            and rule[4] == action
-            and rule[1] in caller_roles
-            and (rule[3], action, "deny") not in granted
-        ]
-        function = snapshot.shape.resource_function
-        if function not in ("keyMatch", "keyMatch2"):
-            held = set()
-            for role in caller_roles:
-                held |= role_permissions(snapshot, base.org, role)
-            return (pattern, action, "allow") in held and not caller_denies
-        for resource in (pattern, probe_resource(pattern, function)):
-            request = replace(base, resource=resource, action=action)
-            if not self.core.engine.check(request, snapshot).allowed:
-                return False
-        return not any(patterns_may_overlap(deny, pattern) for deny in caller_denies)
-
-    def _check_grant(
-        self, base: CheckRequest | None, snapshot: Snapshot, org: str, roles: Iterable[str]
+        base: CheckRequest | None,
+        before: Snapshot,
+        after: Snapshot,
+        org: str,
+        subjects: Iterable[str] | None = None,
+        what: str = "make this change",
     ) -> None:
-        """403 privilege_escalation unless the caller holds every permission of `roles`."""
+        """403 privilege_escalation unless everything the change gives anyone is held by the
+        caller.
+
+        For each subject (default: every subject of the org in either snapshot, a non-member
+        standing for the default role and, when token roles are trusted, a holder of each single
+        token role), owner or not, and action: a resource allowed after the change, not before,
+        and not to the caller before, refuses the change. Decided exactly on the patterns
+        (`engine.coverage`); patterns outside the safe grammar are judged by identity
+        (`_literal_gain`), never by sampling.
+        """
         if base is None:
             return
-        for role in roles:
-            granted = role_permissions(snapshot, org, role)
-            for pattern, action, effect in sorted(granted):
-                if effect == "allow" and not self._covers(base, snapshot, pattern, action, granted):
-                    raise Forbidden(
-                        f"cannot grant role {role!r}: it allows {action} on {pattern}, which "
-                        f"you are not allowed in org {org!r}",
-                        code="privilege_escalation",
-                    )
+        holders: list[tuple[str, tuple[str, ...]]]
+        if subjects is None:
+            names = reads.names_in(before, org) | reads.names_in(after, org)
+            holders = [(name, ()) for name in sorted(names | {NON_MEMBER})]
+            if self.core.settings.trust_token_roles:
+                roles = reads.assignable_roles(before, org) | reads.assignable_roles(after, org)
+                holders += [(NON_MEMBER, (role,)) for role in sorted(roles)]
+        else:
+            holders = [(subject, ()) for subject in subjects]
+        variants = (False, True) if before.shape.owner_role else (False,)
+        old_reader, new_reader = _AccessReader(before, org), _AccessReader(after, org)
+        # What the caller holds by the rules (a pattern that fails every check of an action
+        # must stay removable by whoever holds what its removal restores).
+        by_rules = _AccessReader(before, org, fail_closed=False)
+        held = {owner: by_rules.access(base.subject, owner, base.extra_roles) for owner in variants}
+        override = before.shape.deny_override
+        for subject, token_roles in holders:
+            for owner in variants:
+                old = old_reader.access(subject, owner, token_roles)
+                new = new_reader.access(subject, owner, token_roles)
+                for action, access in sorted(new.items()):
+                    previous = old.get(action, Access(deny_override=override))
+                    if access == previous:
+                        continue
+                    mine = held[owner].get(action, Access(deny_override=override))
+                    example = self._gain(after, previous, access, mine)
+                    if example is not None:
+                        owning = " owning the resource" if owner else ""
+                        who = "a non-member" if subject == NON_MEMBER else repr(subject)
+                        if token_roles:
+                            who = f"a token with role {token_roles[0]!r}"
+                        raise Forbidden(
+                            f"cannot {what}: it lets {who}{owning} {action} {example}, which "
+                            f"you are not allowed in org {org!r}",
+                            code="privilege_escalation",
+                        )
 
-    def _check_permission_grant(
-        self, base: CheckRequest | None, snapshot: Snapshot, pattern: str, action: str, what: str
-    ) -> None:
-        if base is not None and not self._covers(base, snapshot, pattern, action, set()):
-            raise Forbidden(
-                f"cannot {what}: you are not allowed {action} on {pattern} in org {base.org!r}",
-                code="privilege_escalation",
+    @staticmethod
+    def _gain(snapshot: Snapshot, before: Access, after: Access, held: Access) -> str | None:
+        """A resource gained and not held (quoted), or None. Exact when the patterns allow it."""
+        if reads.exact_patterns(snapshot):
+            try:
+                witness = reads.gained(snapshot, before, after, held)
+                return None if witness is None else repr(witness)
+            except coverage.Undecided:
+                pass
+        if _literal_gain(before, after, held):
+            return "resources matching " + ", ".join(
+                sorted(set(after.allow) - set(held.allow)) or after.allow
             )
+        return None
 
     # -- invariants ---------------------------------------------------------------------------
 
@@ -375,8 +386,10 @@ class OrgAdmin:
     def _admins(self, snapshot: Snapshot, org: str, *, first_only: bool = False) -> set[str]:
         """Members allowed to manage members (API keys do not count)."""
         found = set()
-        for member in direct_memberships(snapshot, org):
-            if not member.startswith(SUBJECT_PREFIX) and self._is_admin(snapshot, org, member):
+        for member in sorted({link.member for link in reads.links(snapshot.rules(org))}):
+            if member.startswith(SUBJECT_PREFIX) or _is_member_name_refused(snapshot, org, member):
+                continue
+            if self._is_admin(snapshot, org, member):
                 found.add(member)
                 if first_only:
                     break
@@ -391,6 +404,7 @@ class OrgAdmin:
     def _admins_after_member_change(
         self,
         snapshot: Snapshot,
+        after: Snapshot,
         org: str,
         subject: str,
         changes: ChangeSet,
@@ -399,7 +413,6 @@ class OrgAdmin:
         """The admin set after changing one member's own links (only that member can change)."""
         if subject not in admins or not changes.removed:
             return admins
-        after = snapshot.with_changes(snapshot.revision, changes.added, changes.removed)
         if self._is_admin(after, org, subject):
             return admins
         remaining = admins - {subject}
@@ -413,13 +426,43 @@ class OrgAdmin:
 
     @staticmethod
     def _require_roles(snapshot: Snapshot, org: str, roles: Iterable[str]) -> None:
-        known = known_roles(snapshot, org)
+        known = reads.assignable_roles(snapshot, org)
         for role in roles:
             if role not in known:
                 raise NotFound(
                     f"role {role!r} does not exist in org {org!r} or the templates",
                     code="unknown_role",
                 )
+
+    def org_admin_role(self, snapshot: Snapshot, org: str) -> str:
+        """The role an org's first admin gets: `ROLEGATE_ORG_ADMIN_ROLE`, else the one role on
+        top (inherited by no other candidate) of the roles allowed `manage` on `/members`."""
+        configured = getattr(self.core.settings, "org_admin_role", None)
+        if configured:
+            self._require_roles(snapshot, org, [configured])
+            return configured
+        candidates = sorted(
+            role
+            for role in reads.assignable_roles(snapshot, org) - reads.BUILTIN_ROLES
+            if self._is_admin(snapshot, org, role)
+        )
+        tops = [
+            role
+            for role in candidates
+            if not any(
+                role in reads.role_reach(snapshot, other, org)
+                for other in candidates
+                if other != role
+            )
+        ]
+        if len(tops) != 1:
+            found = ", ".join(tops or candidates) or "none"
+            raise Conflict(
+                f"cannot tell which role administers org {org!r} (roles allowed manage on "
+                f"{MEMBERS}: {found}): set ROLEGATE_ORG_ADMIN_ROLE",
+                code="org_admin_role_unknown",
+            )
+        return tops[0]
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -465,11 +508,12 @@ class OrgAdmin:
         def plan(snapshot: Snapshot) -> _Plan:
             if org in snapshot.domains:
                 raise Conflict(f"org {org!r} already exists", code="org_exists")
-            if admin in known_roles(snapshot, org):
-                raise InvalidRequest(f"admin: {admin!r} is a role name, not a subject")
-            self._require_roles(snapshot, org, [ADMIN_ROLE])
-            rule = ("g", admin, ADMIN_ROLE, org)
-            return _Plan(ChangeSet(added=[rule]), {"org": org, "name": name, "admin": admin})
+            if _is_member_name_refused(snapshot, org, admin):
+                raise _role_as_member("admin", admin)
+            role = self.org_admin_role(snapshot, org)
+            rule = ("g", admin, role, org)
+            result = {"org": org, "name": name, "admin": admin, "role": role}
+            return _Plan(ChangeSet(added=[rule]), result)
 
         return self._commit(caller, plan)
 
@@ -500,7 +544,7 @@ class OrgAdmin:
         org = check_org(org)
         snapshot = self._snapshot()
         self._authorize(caller, org, (MEMBERS, "read"), (AUDIT, "audit"), snapshot=snapshot)
-        members = direct_memberships(snapshot, org)
+        members = reads.direct_memberships(snapshot, org)
         subjects = sorted(s for s in members if not s.startswith(SUBJECT_PREFIX))
         if after is not None:
             subjects = [s for s in subjects if s > after]
@@ -508,7 +552,7 @@ class OrgAdmin:
         items = []
         for subject in page:
             direct = sorted(members[subject])
-            inherited = sorted(set(snapshot.role_paths(subject, org)) - {subject, *direct})
+            inherited = sorted(set(reads.roles_of(snapshot, subject, org)) - {subject, *direct})
             items.append({"subject": subject, "roles": direct, "inherited": inherited})
         return {
             "org": org,
@@ -524,18 +568,20 @@ class OrgAdmin:
         org: str,
         subject: str,
         roles: Sequence[str],
-    ) -> ChangeSet:
-        """Links turning `subject`'s direct roles into `roles` (checks roles and escalation)."""
-        if subject in known_roles(snapshot, org):
-            raise InvalidRequest(
-                f"subject: {subject!r} is a role name; link roles with the rules endpoint"
-            )
+    ) -> tuple[ChangeSet, Snapshot]:
+        """Links turning `subject`'s direct roles into `roles`, and the snapshot after them
+        (checks the roles and that the subject gains nothing the caller lacks)."""
+        if _is_member_name_refused(snapshot, org, subject):
+            raise _role_as_member("subject", subject)
         self._require_roles(snapshot, org, roles)
-        current = member_links(snapshot, org, subject)
-        held = {rule[2] for rule in current}
-        self._check_grant(base, snapshot, org, [role for role in roles if role not in held])
+        current = member_rules(snapshot, org, subject)
         wanted = {("g", subject, role, org) for role in roles}
-        return ChangeSet.between(current, wanted)
+        changes = ChangeSet.between(current, wanted)
+        after = snapshot.with_changes(snapshot.revision, changes.added, changes.removed)
+        # Only the member's own links change, and a member is no role: only they can gain.
+        what = f"give {subject!r} the roles {', '.join(sorted(roles))}"
+        self._check_escalation(base, snapshot, after, org, [subject], what)
+        return changes, after
 
     def set_member_roles(
         self, caller: Caller, org: str, subject: str, roles: Any
@@ -547,8 +593,8 @@ class OrgAdmin:
 
         def plan(snapshot: Snapshot) -> _Plan:
             base = self._authorize(caller, org, (MEMBERS, "manage"), snapshot=snapshot)
-            changes = self._member_changes(base, snapshot, org, subject, roles)
-            self._check_last_admin(snapshot, org, subject, changes)
+            changes, after = self._member_changes(base, snapshot, org, subject, roles)
+            self._check_last_admin(snapshot, after, org, subject, changes)
             return _Plan(changes, {"org": org, "subject": subject, "roles": sorted(roles)})
 
         return self._commit(caller, plan)
@@ -558,22 +604,26 @@ class OrgAdmin:
         subject = check_subject(subject)
 
         def plan(snapshot: Snapshot) -> _Plan:
-            self._authorize(caller, org, (MEMBERS, "manage"), snapshot=snapshot)
-            links = member_links(snapshot, org, subject)
-            if not links or subject in known_roles(snapshot, org):
+            base = self._authorize(caller, org, (MEMBERS, "manage"), snapshot=snapshot)
+            links = member_rules(snapshot, org, subject)
+            if not links or _is_member_name_refused(snapshot, org, subject):
                 raise NotFound(f"{subject!r} is not a member of org {org!r}")
             changes = ChangeSet(removed=links)
-            self._check_last_admin(snapshot, org, subject, changes)
+            after = snapshot.with_changes(snapshot.revision, (), links)
+            # With a default role, a former member may gain what their roles denied.
+            what = f"remove {subject!r}"
+            self._check_escalation(base, snapshot, after, org, [subject], what)
+            self._check_last_admin(snapshot, after, org, subject, changes)
             return _Plan(changes, {"org": org, "subject": subject, "removed": True})
 
         return self._commit(caller, plan)
 
     def _check_last_admin(
-        self, snapshot: Snapshot, org: str, subject: str, changes: ChangeSet
+        self, snapshot: Snapshot, after: Snapshot, org: str, subject: str, changes: ChangeSet
     ) -> None:
         if changes.removed and self._is_admin(snapshot, org, subject):
             self._admins_after_member_change(
-                snapshot, org, subject, changes, self._admins(snapshot, org)
+                snapshot, after, org, subject, changes, self._admins(snapshot, org)
             )
 
     def bulk_set_roles(self, caller: Caller, org: str, items: Any) -> dict[str, Any]:
@@ -622,11 +672,11 @@ class OrgAdmin:
                     results.append(_item_error(subject, error))
                     continue
                 try:
-                    changes = self._member_changes(base, snapshot, org, subject, roles)
+                    changes, after = self._member_changes(base, snapshot, org, subject, roles)
                     if admins is None:
                         admins = self._admins(snapshot, org)
                     admins = self._admins_after_member_change(
-                        snapshot, org, subject, changes, admins
+                        snapshot, after, org, subject, changes, admins
                     )
                 except RolegateError as error:
                     results.append(_item_error(subject, error))
@@ -649,11 +699,11 @@ class OrgAdmin:
         org = check_org(org)
         snapshot = self._snapshot()
         self._authorize(caller, org, (RULES, "manage"), snapshot=snapshot)
-        roles = known_roles(snapshot, org)
+        members = reads.direct_memberships(snapshot, org)
         rules = [
             rule_to_dict(rule)
             for rule in sorted(snapshot.rules(org))
-            if rule[0] == "p" or (rule[0] == "g" and rule[1] in roles)
+            if (link := reads.link_of(rule)) is None or link.member not in members
         ]
         return {"org": org, "rules": rules, "revision": snapshot.revision}
 
@@ -702,39 +752,39 @@ class OrgAdmin:
         org: str,
         changes: ChangeSet,
     ) -> None:
-        roles_before, roles_after = known_roles(before, org), known_roles(after, org)
-        members = direct_memberships(before, org)
+        """Role links join roles only, rules name no API key, new patterns are safe, and the
+        change gives nobody anything the caller lacks (`_check_escalation`)."""
+        members = reads.direct_memberships(before, org)
+        roles_before = reads.assignable_roles(before, org)
+        roles_after = reads.org_roles(after, org)
         for rule in changes.added:
-            if rule[0] == "g":
-                member, role = rule[1], rule[2]
-                if member in members or member.startswith(SUBJECT_PREFIX):
-                    raise InvalidRequest(
-                        f"{member!r} is a member, not a role: use the members endpoints"
-                    )
-                if role not in roles_before:
+            if (link := reads.link_of(rule)) is not None:
+                _require_role_link(link, members)
+                if link.role not in roles_before or link.role in members:
                     raise NotFound(
-                        f"role {role!r} does not exist in org {org!r} or the templates",
+                        f"role {link.role!r} does not exist in org {org!r} or the templates",
                         code="unknown_role",
                     )
-                if member not in roles_after - {role}:
+                if link.member == link.role or not (
+                    link.member in roles_after
+                    or link.member in {grant.subject for grant in reads.grants(after.rules(org))}
+                ):
                     raise InvalidRequest(
-                        f"{member!r} is not a role: give it rules first, or use the members "
+                        f"{link.member!r} is not a role: give it rules first, or use the members "
                         "endpoints for a member"
                     )
-                self._check_grant(base, before, org, [role])
-            elif rule[5] == "allow":
-                self._check_permission_grant(
-                    base, before, rule[3], rule[4], f"add an allow rule for {rule[4]} {rule[3]}"
-                )
+            elif (grant := reads.grant_of(rule)) is not None:
+                if grant.subject.startswith(SUBJECT_PREFIX):
+                    raise InvalidRequest(
+                        f"{grant.subject!r} is an API key: a key holds roles, not rules"
+                    )
+                problem = _pattern_problem(self.core, grant.resource)
+                if problem is not None:
+                    raise InvalidRequest(f"resource: {problem}", code="unsafe_pattern")
         for rule in changes.removed:
-            if rule[0] == "g" and (rule[1] in members or rule[1].startswith(SUBJECT_PREFIX)):
-                raise InvalidRequest(
-                    f"{rule[1]!r} is a member, not a role: use the members endpoints"
-                )
-            if rule[0] == "p" and rule[5] == "deny":
-                self._check_permission_grant(
-                    base, before, rule[3], rule[4], f"lift a deny rule for {rule[4]} {rule[3]}"
-                )
+            if (link := reads.link_of(rule)) is not None:
+                _require_role_link(link, members)
+        self._check_escalation(base, before, after, org, what="change these rules")
 
     # -- API keys -----------------------------------------------------------------------------
 
@@ -756,8 +806,10 @@ class OrgAdmin:
         def plan(snapshot: Snapshot) -> _Plan:
             base = self._authorize(caller, org, (API_KEYS, "manage"), snapshot=snapshot)
             self._require_roles(snapshot, org, roles)
-            self._check_grant(base, snapshot, org, roles)
             links = ChangeSet(added=[("g", subject, role, org) for role in roles])
+            after = snapshot.with_changes(snapshot.revision, links.added, ())
+            what = f"give a key the roles {', '.join(sorted(roles))}"
+            self._check_escalation(base, snapshot, after, org, [subject], what)
             return _Plan(links, also=lambda conn: keys.insert_row(conn, row))
 
         # The key row and its role links commit together, or neither does.
@@ -781,7 +833,7 @@ class OrgAdmin:
         keys = self.core.api_keys
 
         def plan(snapshot: Snapshot) -> _Plan:
-            links = ChangeSet(removed=member_links(snapshot, org, key.subject))
+            links = ChangeSet(removed=member_rules(snapshot, org, key.subject))
             if links.is_empty():  # no links left: mark the row on its own
                 keys.revoke(key_id)
             return _Plan(links, also=lambda conn: keys.revoke_row(conn, key_id))
@@ -789,6 +841,20 @@ class OrgAdmin:
         # The row is marked revoked in the same transaction that drops the key's role links.
         result = self._commit(caller, plan)
         return {**(keys.get(key_id) or key).to_dict(), "revision": result["revision"]}
+
+
+def _role_as_member(field_name: str, name: str) -> InvalidRequest:
+    return InvalidRequest(
+        f"{field_name}: {name!r} is a role name, not a subject (a member named like a role "
+        "would hold that role)",
+        code="subject_is_role",
+    )
+
+
+def _require_role_link(link: Link, members: Mapping[str, Any]) -> None:
+    """The rules endpoint links roles to roles; memberships are the members endpoints'."""
+    if link.member in members or link.member.startswith(SUBJECT_PREFIX):
+        raise InvalidRequest(f"{link.member!r} is a member, not a role: use the members endpoints")
 
 
 def _item_error(subject: str | None, error: RolegateError) -> dict[str, Any]:
@@ -806,12 +872,12 @@ G_FIELDS = ("member", "role")
 
 
 def rule_to_dict(rule: Rule) -> dict[str, str]:
-    if rule[0] == "p":
-        return {
-            "type": "p",
-            **dict(zip(P_FIELDS, (rule[1], rule[3], rule[4], rule[5]), strict=True)),
-        }
-    return {"type": "g", "member": rule[1], "role": rule[2]}
+    if (grant := reads.grant_of(rule)) is not None:
+        return {"type": "p", **{name: getattr(grant, name) for name in P_FIELDS}}
+    link = reads.link_of(rule)
+    if link is None:
+        raise ValueError(f"not an org rule: {rule!r}")
+    return {"type": "g", "member": link.member, "role": link.role}
 
 
 def rule_from_dict(data: Any, org: str, where: str = "") -> Rule:
@@ -852,9 +918,6 @@ __all__ = [
     "Caller",
     "OrgAdmin",
     "check_fields",
-    "direct_memberships",
-    "known_roles",
-    "role_permissions",
     "rule_from_dict",
     "rule_to_dict",
 ]

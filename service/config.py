@@ -158,6 +158,13 @@ SETTINGS: tuple[Setting, ...] = (
         "Role of a subject with no membership in the org (unset: such a subject gets nothing).",
     ),
     Setting(
+        "org_admin_role",
+        None,
+        _optional_text,
+        "Role of an org's first admin (POST /v1/orgs); unset: the one top role of the policy "
+        "allowed `manage` on `/members`.",
+    ),
+    Setting(
         "decision_log",
         "",
         _text,
@@ -305,6 +312,7 @@ class Settings:
     claim_roles: str | None = None
     trust_token_roles: bool = False
     default_role: str | None = None
+    org_admin_role: str | None = None
     decision_log: str = ""
     decision_log_db: bool = False
     decision_log_retention_days: int = 30

@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from . import metrics
+from .apikeys import SUBJECT_PREFIX as API_KEY_PREFIX
 from .apikeys import ApiKeyStore
 from .audit.decision_log import DecisionLog
 from .audit.queries import org_names
 from .config import REPO_ROOT, Settings
-from .engine import CheckRequest, Decision, Engine, Snapshot
+from .engine import CheckRequest, Decision, Engine, Snapshot, reads
 from .errors import Forbidden, InvalidRequest, ServiceUnavailable
 from .identity import Principal, TokenVerifier
 from .store import ChangeSet, PolicyStore, read_policy_dir
@@ -139,6 +140,23 @@ def parse_check_input(data: Any, where: str = "") -> CheckInput:
         else validate_min_revision(min_revision, f"{where}min_revision"),
         subject=None if subject is None else validate_text(subject, "subject", where=where),
     )
+
+
+def refuse_role_subject(snapshot: Snapshot, principal: Principal) -> None:
+    """403 `subject_is_role` for a principal Casbin would mistake for a role.
+
+    Casbin's `g(x, x, dom)` is true, so a subject named like a role holds that role. Refused: any
+    role name of the policy (`reads.is_role_name`: link targets, template subjects, `owner`,
+    `platform-admin`, the default role), `*`, and an `apikey:` subject not from an API key.
+    """
+    subject = principal.subject
+    if subject.startswith(API_KEY_PREFIX) and principal.kind != "api_key":
+        problem = f"{subject!r} names an API key: only the key itself acts as it"
+    elif reads.is_role_name(snapshot, subject):
+        problem = f"{subject!r} is a role in the policy, not a subject"
+    else:
+        return
+    raise Forbidden(f"the caller is refused: {problem}", code="subject_is_role")
 
 
 def decision_payload(request: CheckRequest, decision: Decision, explain: bool) -> dict[str, Any]:
@@ -273,6 +291,7 @@ class Rolegate:
                 return False
 
     def _swapped(self, before: int, revision: int, kind: str, started: float) -> None:
+        reads.role_names(self.engine.snapshot)  # the refusal set, computed off the request path
         self.revision_applied_at = time.time()
         metrics.observe_reload(kind, time.perf_counter() - started)
         metrics.set_revision(revision)
@@ -348,10 +367,13 @@ class Rolegate:
         if api_key is not None:
             if authorization and scheme.lower() != "apikey":
                 raise InvalidRequest("send one credential: an Authorization header or X-API-Key")
-            return self.api_keys.authenticate(api_key)
-        if self.verifier is None:
+            principal = self.api_keys.authenticate(api_key)
+        elif self.verifier is None:
             raise RuntimeError("this Rolegate was built without identity")
-        return self.verifier.authenticate(authorization)
+        else:
+            principal = self.verifier.authenticate(authorization)
+        refuse_role_subject(self.engine.snapshot, principal)
+        return principal
 
     @functools.cached_property
     def api_keys(self) -> ApiKeyStore:
@@ -375,7 +397,7 @@ class Rolegate:
         self.refresh()
 
     def request_for(self, principal: Principal, check: CheckInput) -> CheckRequest:
-        """Resolve the org (the token's is authoritative) and the roles the request carries."""
+        """Resolve the org (the token's is authoritative), then `principal_request`."""
         if principal.org is not None:
             if check.org is not None and check.org != principal.org:
                 raise Forbidden(
@@ -387,13 +409,34 @@ class Rolegate:
             org = check.org
         else:
             raise InvalidRequest("org: required, because the token names no organisation")
+        return self.principal_request(
+            principal, org, check.resource, check.action, owner=check.owner
+        )
+
+    def principal_request(
+        self,
+        principal: Principal,
+        org: str,
+        resource: str,
+        action: str,
+        *,
+        owner: str = "",
+        snapshot: Snapshot | None = None,
+    ) -> CheckRequest:
+        """The one principal -> check-request rule (checks, admin and audit all use it).
+
+        The subject is the principal's own (never a role: `refuse_role_subject`, 403); trusted
+        token roles count only in the token's own org; the default role and API-key roles are
+        policy links the engine follows.
+        """
+        refuse_role_subject(snapshot or self.engine.snapshot, principal)
         trusted = self.settings.trust_token_roles and principal.org == org
         return CheckRequest(
             subject=principal.subject,
             org=org,
-            resource=check.resource,
-            action=check.action,
-            owner=check.owner,
+            resource=resource,
+            action=action,
+            owner=owner,
             extra_roles=tuple(principal.roles) if trusted else (),
         )
 
@@ -501,6 +544,7 @@ __all__ = [
     "Rolegate",
     "decision_payload",
     "parse_check_input",
+    "refuse_role_subject",
     "validate_org",
     "validate_text",
 ]

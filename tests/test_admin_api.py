@@ -6,6 +6,8 @@ views globex, carol views acme, ivan audits acme, erin admins globex, frank cont
 
 from __future__ import annotations
 
+import random
+import re
 import shutil
 import threading
 from pathlib import Path
@@ -15,6 +17,8 @@ import pytest
 
 from rolegate.admin import Caller, OrgAdmin
 from rolegate.config import REPO_ROOT
+from rolegate.engine import CheckRequest, reads
+from rolegate.errors import Forbidden
 from rolegate.store import ChangeSet
 
 PLATFORM_CSV = """# Platform administrators (hold roles in every org through the `*` domain).
@@ -147,7 +151,7 @@ def test_unknown_role_is_404(live):
         ("eve", {"roles": ["view\u200ber"]}),
         ("eve", ["viewer"]),
         ("apikey:0123456789abcdef", {"roles": ["viewer"]}),
-        ("editor", {"roles": ["viewer"]}),
+        ("editor", {"roles": ["viewer"]}),  # a role name: subject_is_role
     ],
 )
 def test_bad_member_input_is_400_and_changes_nothing(sqlite_live, subject, body):
@@ -155,7 +159,8 @@ def test_bad_member_input_is_400_and_changes_nothing(sqlite_live, subject, body)
     before = live.core.store.revision()
     path = f"/v1/orgs/acme/members/{quote(subject, safe='')}"
     response = call(live, "PUT", path, body)
-    assert (response.status, error_code(response)) == (400, "invalid_request"), response.text
+    code = "subject_is_role" if subject == "editor" else "invalid_request"
+    assert (response.status, error_code(response)) == (400, code), response.text
     assert live.core.store.revision() == before
 
 
@@ -588,7 +593,6 @@ def test_only_platform_admins_manage_orgs(sqlite_live):
         {"id": "o" * 300, "admin": "zoe"},
         {"id": "initech", "admin": "zo\te"},
         {"id": "initech"},
-        {"id": "initech", "admin": "editor"},
         {"id": "initech", "admin": "zoe", "name": "\x1b[31m"},
     ],
 )
@@ -607,3 +611,96 @@ def test_operator_acts_without_policy_but_keeps_the_invariants(sqlite_live):
     with pytest.raises(Exception) as caught:
         admin.remove_member(operator, "acme", "dave")
     assert getattr(caught.value, "code", None) == "last_admin"
+
+
+# -- the escalation guard against forward decisions -------------------------------------------
+
+GUARD_PATTERNS = ("/d/*", "/d/f/*", "/d/:id", "/d/f/:id", "/r/:id", "/r/*", "*", "/d/:id/x")
+GUARD_RESOURCES = (
+    "/",
+    "/z",
+    "/d/",
+    "/d/x",
+    "/d/x/y",
+    "/d/x/x",
+    "/d/f/",
+    "/d/f/x",
+    "/d/f/x/y",
+    "/r/1",
+    "/r/1/2",
+)
+GUARD_ROLES = ("viewer", "member", "r1", "r2", "r3")
+GUARD_MEMBERS = ("u0", "u1", "u2", "u3")
+
+
+def random_org_rules(rng):
+    rules = {("g", "u0", "r3", "acme")}  # the actor manages something
+    for member in GUARD_MEMBERS:
+        for role in rng.sample(GUARD_ROLES, rng.randint(0, 2)):
+            rules.add(("g", member, role, "acme"))
+    for role in ("r1", "r2", "r3"):
+        for _ in range(rng.randint(0, 3)):
+            effect = rng.choice(("allow", "allow", "deny"))
+            rules.add(("p", role, "acme", rng.choice(GUARD_PATTERNS), "read", effect))
+    if rng.random() < 0.3:
+        rules.add(("g", "r1", rng.choice(("r2", "viewer")), "acme"))
+    return rules
+
+
+def random_change(rng, rules):
+    present = sorted(rules)
+    kind = rng.random()
+    if kind < 0.35 and present:
+        return ChangeSet(removed=[rng.choice(present)])
+    if kind < 0.7:
+        subject = rng.choice(("r1", "r2", "u1", "u2"))
+        effect = rng.choice(("allow", "deny"))
+        rule = ("p", subject, "acme", rng.choice(GUARD_PATTERNS), "read", effect)
+    else:
+        rule = ("g", rng.choice(GUARD_MEMBERS[1:]), rng.choice(GUARD_ROLES), "acme")
+    return ChangeSet(added=[rule] if rule not in rules else [])
+
+
+def test_guard_agrees_with_decisions_on_random_changes(core):
+    seed = random.randrange(2**32)
+    rng = random.Random(seed)
+    admin = OrgAdmin(core)
+    templates = [rule for rule in core.engine.snapshot.rules("*")]
+    engine = core.engine
+    refused = accepted = 0
+    for case in range(150):
+        rules = random_org_rules(rng)
+        before = engine.load(1, [*templates, *rules])
+        change = random_change(rng, rules)
+        after = before.with_changes(2, change.added, change.removed)
+        base = CheckRequest("u0", "acme", "", "")
+        where = f"seed={seed} case={case} rules={sorted(rules)} change={change}"
+
+        def decides(snapshot, subject, resource, owner=False):
+            """What a caller named `subject` gets: nothing when the name is a role (refused)."""
+            if subject in reads.role_names(snapshot) | reads.org_roles(snapshot, "acme"):
+                return False
+            request = CheckRequest(subject, "acme", resource, "read", subject if owner else "")
+            return engine.check(request, snapshot).allowed
+
+        try:
+            admin._check_escalation(base, before, after, "acme")
+        except Forbidden as error:
+            refused += 1
+            found = re.search(
+                r"lets '([^']+)'( owning the resource)? read '([^']*)', which", error.message
+            )
+            assert found, (where, error.message)
+            subject, owner, resource = found.group(1), bool(found.group(2)), found.group(3)
+            assert decides(after, subject, resource, owner), where
+            assert not decides(before, subject, resource, owner), where
+            assert not decides(before, "u0", resource, owner), where
+            continue
+        accepted += 1
+        names = reads.names_in(before, "acme") | reads.names_in(after, "acme")
+        subjects = names - reads.role_names(after) - reads.org_roles(after, "acme")
+        for subject in subjects:
+            for resource in GUARD_RESOURCES:
+                if decides(after, subject, resource) and not decides(before, subject, resource):
+                    assert decides(before, "u0", resource), (where, subject, resource)
+    assert refused > 10 and accepted > 10, (seed, refused, accepted)

@@ -30,7 +30,7 @@ from rolegate.audit import (
 )
 from rolegate.audit.queries import page_after
 from rolegate.config import REPO_ROOT
-from rolegate.engine import CheckRequest, Engine
+from rolegate.engine import CheckRequest, Engine, reads
 from rolegate.engine.patterns import compile_matcher
 from rolegate.errors import NotFound
 from rolegate.rules import TEMPLATE_DOMAIN, format_rule, rule_domain
@@ -430,3 +430,43 @@ def test_cli_decisions_reads_the_log_file(monkeypatch, tmp_path):
     assert result.exit_code == 0, result.output
     found = json.loads(result.output)["decisions"]
     assert [(d["action"], d["allowed"]) for d in found] == [("delete", False)]
+
+
+# -- the engine's read API, which these views and the admin guards share ----------------------
+
+
+def test_role_names_are_link_targets_anywhere_template_subjects_and_builtins():
+    engine = sample_engine([("g", "zed", "globex-only", "globex")], default_role="guest")
+    names = reads.role_names(engine.snapshot)
+    assert {"admin", "editor", "viewer", "auditor", "contractor", "globex-only"} <= names
+    assert {"owner", "platform-admin", "guest"} <= names
+    assert not names & {"alice", "bob", "zed", "frank"}
+    # a role of globex is refused as a subject in acme too
+    assert reads.is_role_name(engine.snapshot, "globex-only")
+    assert "globex-only" not in reads.subjects_in(engine.snapshot, "acme")
+
+
+def test_role_names_follow_each_change():
+    engine = sample_engine()
+    before = engine.snapshot
+    assert not reads.is_role_name(before, "hrrole")
+    after = engine.apply(2, [("g", "gus", "hrrole", "globex")], [])
+    assert reads.is_role_name(after, "hrrole") and not reads.is_role_name(before, "hrrole")
+    removed = engine.apply(3, [], [("g", "gus", "hrrole", "globex")])
+    assert not reads.is_role_name(removed, "hrrole")
+    assert reads.is_role_name(removed, "contractor")  # untouched orgs keep their roles
+
+
+def test_memberships_and_grants_by_name():
+    snapshot = sample_engine().snapshot
+    assert reads.direct_memberships(snapshot, "acme")["bob"] == ["editor"]
+    assert "contractor" not in reads.direct_memberships(snapshot, "globex")
+    grants = reads.role_grants(snapshot, "globex", "contractor")
+    assert reads.Grant("contractor", "globex", "/documents/finance/*", "read", "deny") in grants
+    assert reads.Grant("viewer", "*", "/documents/*", "read", "allow") in grants
+    access = reads.access_by_action(snapshot, "globex", reads.roles_of(snapshot, "frank", "globex"))
+    assert access["read"].deny == ("/documents/finance/*",)
+    assert reads.uncovered(snapshot, ["/documents/hr/*"], access["read"]) is None
+    assert reads.uncovered(snapshot, ["/documents/*"], access["read"]).startswith(
+        "/documents/finance/"
+    )

@@ -9,6 +9,7 @@ import hmac
 import json
 import secrets
 import time
+from dataclasses import replace
 
 import jwt
 import pytest
@@ -19,7 +20,13 @@ from cryptography.x509.oid import NameOID
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from rolegate.config import Settings
-from rolegate.errors import AuthenticationError, ConfigError, InvalidRequest, KeyServerUnavailable
+from rolegate.errors import (
+    AuthenticationError,
+    ConfigError,
+    Forbidden,
+    InvalidRequest,
+    KeyServerUnavailable,
+)
 from rolegate.identity import Principal, TokenVerifier, mint_token, parse_duration
 
 try:
@@ -682,3 +689,35 @@ def test_cache_is_bounded(monkeypatch):
     for i in range(12):
         v.verify(jwt.encode({"sub": f"u{i}", "exp": int(time.time()) + 60}, SECRET))
     assert len(v._verified) <= 5
+
+
+# -- the principal -> request rule (Rolegate.principal_request) ---------------------------------
+
+
+def principal(subject, org=None, roles=(), kind="user"):
+    return Principal(subject=subject, org=org, roles=roles, issuer=None, key_id=None, kind=kind)
+
+
+def test_principal_request_refuses_role_names_and_borrowed_key_subjects(core):
+    for who in (
+        principal("admin", "acme"),
+        principal("contractor"),  # an org-local role (globex), refused everywhere
+        principal("owner"),
+        principal("platform-admin"),
+        principal("apikey:0123456789abcdef", "acme"),  # a token claiming to be a key
+    ):
+        with pytest.raises(Forbidden) as refused:
+            core.principal_request(who, "acme", "/projects/1", "read")
+        assert refused.value.code == "subject_is_role", who
+    key = principal("apikey:0123456789abcdef", "acme", kind="api_key")
+    assert core.principal_request(key, "acme", "/x", "read").subject == key.subject
+
+
+def test_principal_request_trusts_token_roles_only_in_the_token_org(core):
+    trusted = replace(core.settings, trust_token_roles=True)
+    core.settings = trusted
+    who = principal("zed", "acme", roles=("editor",))
+    assert core.principal_request(who, "acme", "/p", "read").extra_roles == ("editor",)
+    assert core.principal_request(who, "globex", "/p", "read").extra_roles == ()
+    core.settings = replace(trusted, trust_token_roles=False)
+    assert core.principal_request(who, "acme", "/p", "read").extra_roles == ()

@@ -31,7 +31,7 @@ from ..audit import (
 from ..audit.decision_log import MAX_SEARCH_LIMIT
 from ..audit.queries import page_after, subject_kind
 from ..core import MAX_RESOURCE_BYTES, Rolegate, validate_org, validate_text
-from ..engine import CheckRequest, Snapshot
+from ..engine import Snapshot, reads
 from ..errors import InvalidRequest, NotFound
 from .context import caller, get_core
 from .openapi import error_responses, json_response
@@ -73,13 +73,7 @@ def _audit_scope(org: str) -> tuple[Rolegate, Snapshot, str]:
     org = validate_org(org)
     core = get_core()
     snapshot = core.engine.snapshot
-    ensure_can_audit(
-        core.engine,
-        snapshot,
-        principal,
-        org,
-        trust_token_roles=core.settings.trust_token_roles,
-    )
+    ensure_can_audit(core, snapshot, principal, org)
     require_org(snapshot, org)
     return core, snapshot, org
 
@@ -180,7 +174,7 @@ def permissions(org: str, subject: str):
     subject = validate_text(subject, "subject")
     require_subject(snapshot, org, subject)
     held = effective_permissions(snapshot, subject, org)
-    roles = snapshot.request_roles(CheckRequest(subject, org, "", ""))
+    roles = reads.roles_of(snapshot, subject, org)
     return {
         "org": org,
         "subject": subject,

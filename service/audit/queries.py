@@ -5,11 +5,11 @@ decision (`Engine.check` against that snapshot), so the audit views cannot drift
 `/v1/check` answers. Only the rules of the org, of the template domain `*` and the role links of
 pattern domains that match the org are read: other orgs' subjects and rules never appear.
 
-Names in an org are split in two:
-- roles: names that some relevant link points to (`g, x, <role>, ...`), subjects of template
-  rules (`p, <role>, *, ...`), the built-in `owner` role and the default role;
+Names in an org are split in two by the engine's read API (`rolegate.engine.reads`):
+- roles: names that some link points to (`g, x, <role>, ...`), subjects of template rules
+  (`p, <role>, *, ...`), the built-ins `owner` and `platform-admin` and the default role;
 - subjects (users and API keys, `apikey:<id>`): members of relevant links and subjects of the
-  org's own rules that are not roles.
+  org's own rules that are not roles anywhere (a role name is never a principal).
 Who-can and the matrix list subjects; a role name is not a subject even though Casbin would
 answer for it. The owner rule appears as the pseudo-subject `(owner)` ("whoever owns the
 resource"), and a default role that grants to every non-member as `(any other subject)`.
@@ -17,14 +17,13 @@ resource"), and a default role that grants to every non-member as `(any other su
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from casbin.util import key_match
-
-from ..engine import CheckRequest, Decision, Engine, Snapshot
+from ..engine import CheckRequest, Decision, Engine, Snapshot, reads
 from ..engine.model import OWNER_ROLE
+from ..engine.reads import Grant, grant_rule
 from ..errors import NotFound
 from ..rules import TEMPLATE_DOMAIN, Rule, format_rule
 
@@ -36,41 +35,9 @@ PATH_SEPARATOR = " -> "
 
 # --------------------------------------------------------------------------- names of an org
 
-
-def link_domains(snapshot: Snapshot, org: str) -> list[str]:
-    """Domains whose role links apply in `org`: the org and every pattern domain matching it."""
-    names = [org] if org in snapshot.domains else []
-    names += sorted(
-        name for name in snapshot.domains if name != org and "*" in name and key_match(org, name)
-    )
-    return names
-
-
-def grant_domains(snapshot: Snapshot, org: str) -> list[str]:
-    """Domains whose `p` rules apply in `org`: the org and (templates on) `*`."""
-    names = [org]
-    if snapshot.shape.template_domain and org != TEMPLATE_DOMAIN:
-        names.append(TEMPLATE_DOMAIN)
-    return names
-
-
-def _rules_of(snapshot: Snapshot, domains: Iterable[str], ptype: str) -> list[Rule]:
-    size = 6 if ptype == "p" else 4
-    return [
-        rule
-        for domain in domains
-        for rule in snapshot.rules(domain)
-        if rule[0] == ptype and len(rule) == size
-    ]
-
-
-def org_exists(snapshot: Snapshot, org: str) -> bool:
-    """An org is known when it has rules of its own or a pattern domain's links name it."""
-    if org == TEMPLATE_DOMAIN or "*" in org:
-        return False
-    return org in snapshot.domains or any(
-        name != TEMPLATE_DOMAIN for name in link_domains(snapshot, org) if name != org
-    )
+link_domains = reads.link_domains
+grant_domains = reads.grant_domains
+org_exists = reads.org_exists
 
 
 def require_org(snapshot: Snapshot, org: str) -> None:
@@ -91,16 +58,9 @@ class OrgNames:
 
 
 def org_names(snapshot: Snapshot, org: str) -> OrgNames:
-    links = _rules_of(snapshot, link_domains(snapshot, org), "g")
-    own_grants = _rules_of(snapshot, [org], "p")
-    roles = {rule[2] for rule in links}
-    roles.update(rule[1] for rule in _rules_of(snapshot, [TEMPLATE_DOMAIN], "p"))
-    if snapshot.shape.owner_role:
-        roles.add(OWNER_ROLE)
-    if snapshot.default_role:
-        roles.add(snapshot.default_role)
-    candidates = {rule[1] for rule in links} | {rule[1] for rule in own_grants}
-    return OrgNames(tuple(sorted(candidates - roles)), frozenset(roles))
+    subjects = reads.subjects_in(snapshot, org)
+    others = reads.names_in(snapshot, org) - frozenset(subjects)
+    return OrgNames(subjects, reads.org_roles(snapshot, org) | others)
 
 
 def require_subject(snapshot: Snapshot, org: str, subject: str) -> None:
@@ -126,21 +86,25 @@ def subject_kind(subject: str) -> str:
 class Permission:
     """One rule a subject holds in an org, and the role path that gives it to the subject."""
 
-    rule: Rule
+    grant: Grant
     path: tuple[str, ...]
     condition: str | None = None  # "owner": only when the subject owns the resource
 
     @property
+    def rule(self) -> Rule:
+        return grant_rule(self.grant)
+
+    @property
     def resource(self) -> str:
-        return self.rule[3]
+        return self.grant.resource
 
     @property
     def action(self) -> str:
-        return self.rule[4]
+        return self.grant.action
 
     @property
     def effect(self) -> str:
-        return self.rule[5]
+        return self.grant.effect
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -148,7 +112,7 @@ class Permission:
             "action": self.action,
             "effect": self.effect,
             "rule": format_rule(self.rule),
-            "from": "template" if self.rule[2] == TEMPLATE_DOMAIN else "org",
+            "from": "template" if self.grant.org == TEMPLATE_DOMAIN else "org",
             "path": PATH_SEPARATOR.join(self.path),
             "roles": list(self.path[1:]),
             "condition": self.condition,
@@ -159,9 +123,8 @@ def _held_rules(
     snapshot: Snapshot, org: str, roles: dict[str, tuple[str, ...]], condition: str | None
 ) -> list[Permission]:
     return [
-        Permission(rule, roles[rule[1]], condition)
-        for rule in _rules_of(snapshot, grant_domains(snapshot, org), "p")
-        if rule[1] in roles
+        Permission(grant, path, condition)
+        for grant, path in reads.held_grants(snapshot, org, roles)
     ]
 
 
@@ -173,10 +136,10 @@ def effective_permissions(snapshot: Snapshot, subject: str, org: str) -> list[Pe
     `*` and of matching pattern domains; the default role for non-members); token roles are
     per-request and not included.
     """
-    roles = dict(snapshot.request_roles(CheckRequest(subject, org, "", "")))
+    roles = dict(reads.roles_of(snapshot, subject, org))
     held = _held_rules(snapshot, org, roles, None)
     if snapshot.shape.owner_role:
-        as_owner = snapshot.request_roles(CheckRequest(subject, org, "", "", owner=subject))
+        as_owner = reads.roles_of(snapshot, subject, org, owner=True)
         extra = {name: path for name, path in as_owner.items() if name not in roles}
         held += _held_rules(snapshot, org, extra, "owner")
     held.sort(key=lambda p: (p.resource, p.action, p.effect, p.condition or "", p.path))
@@ -310,8 +273,8 @@ def access_matrix(engine: Engine, snapshot: Snapshot, org: str) -> AccessMatrix:
     specific deny (`/documents/finance/*`) shows in its own column. The `(owner)` row is what an
     owner of such a resource gets through the owner rule.
     """
-    grants = _rules_of(snapshot, grant_domains(snapshot, org), "p")
-    columns = tuple(sorted({(rule[3], rule[4]) for rule in grants}))
+    grants = reads.grants_in(snapshot, org)
+    columns = tuple(sorted({(grant.resource, grant.action) for grant in grants}))
     names = org_names(snapshot, org)
     rows = []
     roles: dict[str, dict[str, str]] = {}
@@ -321,11 +284,11 @@ def access_matrix(engine: Engine, snapshot: Snapshot, org: str) -> AccessMatrix:
             for resource, action in columns
         )
         rows.append((subject, cells))
-        held = snapshot.request_roles(CheckRequest(subject, org, "", ""))
+        held = reads.roles_of(snapshot, subject, org)
         roles[subject] = {
             role: PATH_SEPARATOR.join(path) for role, path in held.items() if role != subject
         }
-    if snapshot.shape.owner_role and any(rule[1] == OWNER_ROLE for rule in grants):
+    if snapshot.shape.owner_role and any(grant.subject == OWNER_ROLE for grant in grants):
         cells = tuple(
             cell_value(
                 engine.check(

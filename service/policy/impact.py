@@ -27,9 +27,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from casbin.util import key_match
-
-from ..engine import CheckRequest, Engine, ModelShape
+from ..engine import CheckRequest, Engine, ModelShape, reads
 from ..engine.model import OWNER_ROLE
 from ..rules import TEMPLATE_DOMAIN, Rule, format_rule, rule_domain
 from ..store.policies import ChangeSet
@@ -227,18 +225,11 @@ class _OrgView:
         self.snapshot = engine.snapshot
         self.org = org
         self.fast = engine.shape.fast
-        self.grantees = {
-            rule[1]
-            for name in (org, TEMPLATE_DOMAIN)
-            for rule in self.snapshot.rules(name)
-            if rule[0] == "p"
-        }
+        self.grantees = {grant.subject for grant in _grants(self.snapshot, org)}
         # member -> its direct roles in this org (org, template and matching pattern domains)
         self.direct: dict[str, list[str]] = defaultdict(list)
-        for name in _link_domains(self.snapshot, org):
-            for rule in self.snapshot.rules(name):
-                if rule[0] == "g":
-                    self.direct[rule[1]].append(rule[2])
+        for link in reads.links_in(self.snapshot, org):
+            self.direct[link.member].append(link.role)
         self._by_links: dict[tuple, tuple] = {}
         self._decisions: dict[tuple, bool] = {}
 
@@ -257,7 +248,7 @@ class _OrgView:
         signature = (tuple(sorted(self.direct.get(subject, ()))), own, as_owner)
         cached = self._by_links.get(signature)
         if cached is None:
-            roles = self.snapshot.request_roles(self._request(subject, "/", "", as_owner))
+            roles = reads.roles_of(self.snapshot, subject, self.org, owner=as_owner)
             group = frozenset(name for name in roles if name in self.grantees)
             cached = self._by_links[signature] = (group, roles)
         return cached
@@ -276,33 +267,26 @@ class _OrgView:
         return answer
 
 
-def _link_domains(snapshot, org: str) -> list[str]:
-    names = [org, TEMPLATE_DOMAIN]
-    names += [
-        domain
-        for domain in snapshot.domains
-        if "*" in domain and domain != TEMPLATE_DOMAIN and key_match(org, domain)
+def _grants(snapshot, org: str) -> list[reads.Grant]:
+    """The `p` rules of the org and the templates (whatever the model's domain term)."""
+    return [
+        grant for name in (org, TEMPLATE_DOMAIN) for grant in reads.grants(snapshot.rules(name))
     ]
-    return names
 
 
 def _members(engine: Engine, org: str) -> set[str]:
-    snapshot = engine.snapshot
-    names = set()
-    for domain in _link_domains(snapshot, org):
-        if domain != TEMPLATE_DOMAIN:
-            names |= {rule[1] for rule in snapshot.rules(domain) if rule[0] == "g"}
-    return names
+    """Names with a membership line of their own in the org (not via the `*` templates)."""
+    return {
+        link.member for link in reads.links_in(engine.snapshot, org) if link.org != TEMPLATE_DOMAIN
+    }
 
 
 def _pairs(engines: Sequence[Engine], org: str) -> dict[str, set[str]]:
     """action -> resource patterns of the p rules applying in `org`, in any of the engines."""
     pairs: dict[str, set[str]] = defaultdict(set)
     for engine in engines:
-        for name in (org, TEMPLATE_DOMAIN):
-            for rule in engine.snapshot.rules(name):
-                if rule[0] == "p":
-                    pairs[rule[4]].add(rule[3])
+        for grant in _grants(engine.snapshot, org):
+            pairs[grant.action].add(grant.resource)
     return pairs
 
 
@@ -311,12 +295,9 @@ def _owner_matters(engines: Sequence[Engine], org: str) -> bool:
     if not engines[0].shape.owner_role:
         return False
     for engine in engines:
-        owner_roles = engine.snapshot.role_paths(OWNER_ROLE, org)
-        for name in (org, TEMPLATE_DOMAIN):
-            if any(
-                rule[0] == "p" and rule[1] in owner_roles for rule in engine.snapshot.rules(name)
-            ):
-                return True
+        owner_roles = reads.role_reach(engine.snapshot, OWNER_ROLE, org)
+        if any(grant.subject in owner_roles for grant in _grants(engine.snapshot, org)):
+            return True
     return False
 
 
