@@ -322,7 +322,7 @@ class AuthzenService:
         try:
             request = self.core.request_on_behalf(principal, check, subject.id or "")
         except InvalidRequest as exc:
-            if exc.code == "role_subject":
+            if exc.code == "subject_is_role":
                 return None
             raise
         return request if subject.type in self.mapping.subject_types else None

@@ -25,7 +25,6 @@ from . import metrics
 from .apikeys import SUBJECT_PREFIX as API_KEY_PREFIX
 from .apikeys import ApiKeyStore
 from .audit.decision_log import DecisionLog
-from .audit.queries import org_names
 from .config import REPO_ROOT, Settings
 from .engine import CheckRequest, Decision, Engine, Snapshot, reads
 from .errors import Forbidden, InvalidRequest, ServiceUnavailable
@@ -54,7 +53,6 @@ CHECK_FIELDS = {
 # Deciding for a subject other than the caller's own (a PEP): this permission in the org.
 AUTHZEN_RESOURCE = "/authzen"
 EVALUATE_ACTION = "evaluate"
-ROLE_NAME_CACHE_SIZE = 1024  # (revision, org) entries of role names (on-behalf-of checks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,21 +140,25 @@ def parse_check_input(data: Any, where: str = "") -> CheckInput:
     )
 
 
-def refuse_role_subject(snapshot: Snapshot, principal: Principal) -> None:
-    """403 `subject_is_role` for a principal Casbin would mistake for a role.
+def role_subject_problem(snapshot: Snapshot, subject: str, *, api_key: bool = False) -> str | None:
+    """Why `subject` cannot be decided for as a subject (None: it can).
 
     Casbin's `g(x, x, dom)` is true, so a subject named like a role holds that role. Refused: any
     role name of the policy (`reads.is_role_name`: link targets, template subjects, `owner`,
-    `platform-admin`, the default role), `*`, and an `apikey:` subject not from an API key.
+    `platform-admin`, the default role), `*`, and an `apikey:` subject that is not the key itself.
     """
-    subject = principal.subject
-    if subject.startswith(API_KEY_PREFIX) and principal.kind != "api_key":
-        problem = f"{subject!r} names an API key: only the key itself acts as it"
-    elif reads.is_role_name(snapshot, subject):
-        problem = f"{subject!r} is a role in the policy, not a subject"
-    else:
-        return
-    raise Forbidden(f"the caller is refused: {problem}", code="subject_is_role")
+    if subject.startswith(API_KEY_PREFIX) and not api_key:
+        return f"{subject!r} names an API key: only the key itself acts as it"
+    if reads.is_role_name(snapshot, subject):
+        return f"{subject!r} is a role in the policy, not a subject"
+    return None
+
+
+def refuse_role_subject(snapshot: Snapshot, principal: Principal) -> None:
+    """403 `subject_is_role` for a principal Casbin would mistake for a role."""
+    problem = role_subject_problem(snapshot, principal.subject, api_key=principal.kind == "api_key")
+    if problem is not None:
+        raise Forbidden(f"the caller is refused: {problem}", code="subject_is_role")
 
 
 def decision_payload(request: CheckRequest, decision: Decision, explain: bool) -> dict[str, Any]:
@@ -203,7 +205,6 @@ class Rolegate:
         # Called as (old_revision, new_revision, kind) after each snapshot swap from the store.
         self.reload_listeners: list[Callable[[int, int, str], None]] = []
         self.sync = None  # rolegate.sync.PolicySync once start_sync() ran
-        self._role_name_cache: dict[tuple[int, str], frozenset[str]] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings, *, with_identity: bool = True) -> Rolegate:
@@ -454,22 +455,10 @@ class Rolegate:
         if subject == principal.subject:
             return own
         self.require_evaluate(own)
-        if subject in self._role_names(self.engine.snapshot, own.org):
-            raise InvalidRequest(
-                f"subject: {subject!r} is a role name in org {own.org!r}, not a subject",
-                code="role_subject",
-            )
+        problem = role_subject_problem(self.engine.snapshot, subject)
+        if problem is not None:
+            raise InvalidRequest(f"subject: {problem}", code="subject_is_role")
         return replace(own, subject=subject, extra_roles=())
-
-    def _role_names(self, snapshot: Snapshot, org: str) -> frozenset[str]:
-        """The role names of `org` at `snapshot`, computed once per (revision, org)."""
-        key = (snapshot.revision, org)
-        names = self._role_name_cache.get(key)
-        if names is None:
-            if len(self._role_name_cache) >= ROLE_NAME_CACHE_SIZE:
-                self._role_name_cache.clear()
-            names = self._role_name_cache[key] = org_names(snapshot, org).roles
-        return names
 
     def require_evaluate(self, own: CheckRequest) -> None:
         """403 unless the caller of `own` (its own request) may decide for others in its org."""

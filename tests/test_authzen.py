@@ -267,7 +267,7 @@ def test_check_on_behalf_of_a_subject_needs_the_permission(pdp):
 def test_check_on_behalf_refuses_role_names_and_other_orgs(pdp):
     role = {"resource": "/projects/42", "action": "delete", "subject": "admin"}
     response = pdp.client.post("/v1/check", role, headers=pdp.pep)
-    assert response.status == 400 and response.body["error"]["code"] == "role_subject"
+    assert response.status == 400 and response.body["error"]["code"] == "subject_is_role"
     cross = {"resource": "/projects/42", "action": "read", "subject": "bob", "org": "globex"}
     assert pdp.client.post("/v1/check", cross, headers=pdp.pep).status == 403
 
@@ -595,4 +595,4 @@ def test_a_name_that_becomes_a_role_is_refused_from_the_next_revision(own_pdp):
         Caller.operator("test"), "acme", "dave", ["member", "auditors"]
     )
     after = own_pdp.client.post("/v1/check", body, headers=own_pdp.pep)
-    assert after.status == 400 and after.body["error"]["code"] == "role_subject"
+    assert after.status == 400 and after.body["error"]["code"] == "subject_is_role"
