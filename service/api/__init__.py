@@ -51,7 +51,7 @@ def create_app(
         configure_logging(settings.log_level, settings.log_format)
         core = Rolegate.from_settings(settings)
         core.start(sync_policies=sync_policies)
-    app = Flask(__name__)
+    app = Flask("rolegate")  # templates and static files live beside the package root
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json.sort_keys = False  # answers keep their documented field order, and encode faster
     app.extensions["rolegate"] = core
