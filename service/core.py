@@ -300,6 +300,7 @@ class Rolegate:
 
     def _swapped(self, before: int, revision: int, kind: str, started: float) -> None:
         reads.role_names(self.engine.snapshot)  # the refusal set, computed off the request path
+        self.reload_api_keys()
         self.revision_applied_at = time.time()
         metrics.observe_reload(kind, time.perf_counter() - started)
         metrics.set_revision(revision)
@@ -404,6 +405,15 @@ class Rolegate:
             principal = self.verifier.authenticate(authorization)
         refuse_role_subject(self.engine.snapshot, principal)
         return principal
+
+    def reload_api_keys(self, *, only_if_old: bool = False) -> None:
+        """Keep the in-memory API keys current (after a revision change; from the poll)."""
+        if "api_keys" not in self.__dict__:
+            return  # not used in this process yet: loaded on first use
+        if only_if_old:
+            self.api_keys.reload_index_if_old()
+        else:
+            self.api_keys.reload_index()
 
     @functools.cached_property
     def api_keys(self) -> ApiKeyStore:
