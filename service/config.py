@@ -259,13 +259,18 @@ SETTINGS: tuple[Setting, ...] = (
         "worker before 503 `revision_unavailable` (a revision the store does not have: 400 "
         "`revision_ahead` at once).",
     ),
-    Setting("workers", 0, _int, "`serve`: gunicorn worker processes (0: one per CPU)."),
-    Setting("threads", 4, _int, "`serve`: request threads per worker."),
+    Setting("workers", 0, _int, "`serve`: worker processes (0: one per CPU)."),
+    Setting(
+        "threads",
+        4,
+        _int,
+        "`serve`: Python threads running requests, per worker (16 per thread more are queued).",
+    ),
     Setting(
         "worker_timeout",
         30,
         _int,
-        "`serve`: seconds a request may run before gunicorn restarts the worker.",
+        "`serve`: seconds a request may run before its worker is restarted.",
     ),
     Setting(
         "graceful_timeout",

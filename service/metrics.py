@@ -1,4 +1,4 @@
-"""Prometheus metrics, aggregated across gunicorn workers (prometheus-client multiprocess mode).
+"""Prometheus metrics, aggregated across the server's workers (prometheus-client multiprocess mode).
 
 With `PROMETHEUS_MULTIPROC_DIR` set (`rolegate serve` sets it up), each worker writes its values
 to files in that directory and `GET /metrics` merges every worker's files; without it (tests,
@@ -109,6 +109,7 @@ class Metrics:
         if self.multiprocess:
             from prometheus_client.multiprocess import MultiProcessCollector
 
+            forget_dead_workers()
             registry = CollectorRegistry()
             MultiProcessCollector(registry)
             return generate_latest(registry), CONTENT_TYPE_LATEST
@@ -160,11 +161,35 @@ def listener_reconnected() -> None:
 
 
 def mark_process_dead(pid: int) -> None:
-    """gunicorn `child_exit` hook: drop a dead worker's live gauges."""
+    """Drop a dead worker's live gauges (its `livemin`/`livesum` files)."""
     if os.environ.get(MULTIPROC_ENV):
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError, OverflowError):
+        return True
+    return True
+
+
+def forget_dead_workers() -> None:
+    """Before a scrape: the live gauges of workers that have exited (crashed, replaced) no
+    longer count. The server has no exit hook, so the scraping worker looks for them."""
+    from pathlib import Path
+
+    directory = os.environ.get(MULTIPROC_ENV)
+    if not directory:
+        return
+    for path in Path(directory).glob("gauge_live*_*.db"):
+        pid_text = path.stem.rpartition("_")[2]
+        if pid_text.isdigit() and not _alive(int(pid_text)):
+            mark_process_dead(int(pid_text))
 
 
 # --------------------------------------------------------------------------- Flask hooks
@@ -204,7 +229,7 @@ def init_app(app, core) -> None:
     """Record decision, latency, batch and token metrics for every request of `app`."""
     from flask import g, request
 
-    get()  # create the metrics in this process now (post-fork under gunicorn)
+    get()  # create the metrics in this process now (after the fork, in the worker)
 
     if _count_decision not in core.decision_listeners:
         core.decision_listeners.append(_count_decision)

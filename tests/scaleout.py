@@ -1,5 +1,5 @@
 """Helpers for the scale-out tests: a PostgreSQL database per test module, a TCP proxy that plays
-"the database is down", and real `rolegate serve` (gunicorn) processes."""
+"the database is down", and real `rolegate serve` (granian) processes."""
 
 from __future__ import annotations
 
@@ -173,7 +173,7 @@ def free_port() -> int:
 
 
 class ServeProcess:
-    """`rolegate serve` (gunicorn) in a subprocess on a free port."""
+    """`rolegate serve` (granian workers) in a subprocess on a free port."""
 
     def __init__(self, tmp_path: Path, database_url: str, *, workers: int = 2, **env: str):
         self.port = free_port()

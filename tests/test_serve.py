@@ -1,4 +1,4 @@
-"""`rolegate serve` for real: gunicorn processes, two instances x two workers on one PostgreSQL
+"""`rolegate serve` for real: worker processes, two instances x two workers on one PostgreSQL
 database, SIGTERM draining in-flight requests, a killed worker replaced, metrics across workers."""
 
 from __future__ import annotations
@@ -204,6 +204,38 @@ def test_a_worker_killed_mid_request_is_replaced_and_loads_the_current_revision(
 
         body = wait_for(replaced_and_current, timeout=30)
         assert body["ready"] is True
+    finally:
+        assert instance.terminate() == 0
+
+
+def test_a_request_over_the_timeout_restarts_its_worker(pg_url, tmp_path):
+    instance = ServeProcess(tmp_path, pg_url, workers=1, ROLEGATE_WORKER_TIMEOUT="1")
+    instance.start("--sync-policies")
+    try:
+        stuck = instance.readyz()["worker"]
+        outcome = []
+
+        def held_write():
+            try:
+                outcome.append(put_roles(instance, "stuck", ["viewer"]).status)
+            except OSError as exc:
+                outcome.append(type(exc).__name__)
+
+        with store_locked(pg_url):  # the write waits longer than the 1 s timeout
+            thread = threading.Thread(target=held_write)
+            thread.start()
+            thread.join(15)
+        assert outcome and outcome[0] != 200
+        assert "restarting this worker" in instance.log()
+
+        def replaced():
+            try:
+                body = instance.readyz()
+            except OSError:
+                return False
+            return body["worker"] != stuck and body
+
+        assert wait_for(replaced, timeout=30)["ready"] is True
     finally:
         assert instance.terminate() == 0
 

@@ -5,14 +5,19 @@ requests that must not make anybody wait."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
+from conftest import SECRET
 from scaleout import ServeProcess, TcpProxy, dedicated_database, wait_for
 
 from rolegate.api.health import STORE_RELOAD_FAILED
+from rolegate.config import Settings
+from rolegate.identity import mint_token
 
 HUGE_INTEGER = "1" * 4301
 
@@ -239,3 +244,95 @@ def test_text_tracebacks_stay_on_one_line():
     record.request_id = "-"
     text = TextFormatter().format(record)
     assert "\n" not in text and "line one\\nline two" in text
+
+
+# --------------------------------------------------------------------------- slow clients
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """`rolegate serve`: one worker of two threads, so any held thread would show."""
+    tmp = tmp_path_factory.mktemp("served")
+    instance = ServeProcess(
+        tmp, f"sqlite:///{tmp / 'store.db'}", workers=1, ROLEGATE_THREADS="2"
+    ).start("--sync-policies")
+    yield instance
+    instance.kill()
+
+
+def open_stalled(port: int, first_bytes: bytes) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(first_bytes)
+    return sock
+
+
+def closed_by_server(sock: socket.socket, within: float) -> bool:
+    sock.settimeout(within)
+    try:
+        while sock.recv(4096):
+            pass  # a 408 or similar before the close is fine
+    except TimeoutError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def answered_promptly(instance: ServeProcess) -> None:
+    started = time.monotonic()
+    assert instance.client.get("/healthz").status == 200
+    token = mint_token(Settings(jwt_secret=SECRET), subject="alice", org="acme", ttl_seconds=60)
+    check = instance.client.post(
+        "/v1/check",
+        {"resource": "/projects/1", "action": "read"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert check.status == 200 and check.body["allowed"] is True
+    assert time.monotonic() - started < 2.0
+
+
+def test_clients_that_stall_in_their_headers_hold_no_worker(served):
+    stalled = [
+        open_stalled(served.port, b"POST /v1/check HTTP/1.1\r\nHost: x\r\n") for _ in range(8)
+    ]
+    try:
+        answered_promptly(served)
+        # the header-read timeout (5 s) closes them
+        assert all(closed_by_server(sock, within=15) for sock in stalled)
+    finally:
+        for sock in stalled:
+            sock.close()
+
+
+def test_clients_that_stall_in_their_body_hold_no_worker(served):
+    head = (
+        b"POST /v1/check HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 1000\r\n\r\n{"
+    )
+    stalled = [open_stalled(served.port, head) for _ in range(8)]
+    try:
+        answered_promptly(served)
+    finally:
+        for sock in stalled:
+            sock.close()
+
+
+def test_idle_connections_hold_no_worker(served):
+    idle = [socket.create_connection(("127.0.0.1", served.port), timeout=10) for _ in range(16)]
+    try:
+        answered_promptly(served)
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+@pytest.mark.parametrize("size", [16 * 1024 + 1, 64 * 1024, 256 * 1024])
+def test_an_oversized_authorization_header_gets_the_json_400(served, size):
+    response = served.client.post(
+        "/v1/check",
+        {"resource": "/projects/1", "action": "read"},
+        headers={"Authorization": "Bearer " + "a" * size},
+    )
+    assert response.status == 400, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert response.body["error"]["code"] == "invalid_request"
