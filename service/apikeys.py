@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from .config import Settings
 from .errors import AuthenticationError, ConfigError
 from .identity import Principal
-from .store.db import VALUE_WIDTH, metadata, transaction
+from .store.db import api_keys, transaction
 
 log = logging.getLogger("rolegate.apikeys")
 
@@ -41,22 +41,6 @@ SECRET_FILE = "api-key-secret"
 MAX_KEY_CHARS = 200
 MIN_SERVER_KEY_BYTES = 32
 _KEY = re.compile(r"rgk_([0-9a-f]{16})_([A-Za-z0-9_-]{20,100})")
-
-api_keys = sa.Table(
-    "api_keys",
-    metadata,
-    sa.Column("id", sa.String(16), primary_key=True),
-    sa.Column("org", sa.String(VALUE_WIDTH), nullable=False),
-    sa.Column("name", sa.String(VALUE_WIDTH), nullable=False),
-    sa.Column("roles", sa.Text, nullable=False),  # JSON list of role names
-    sa.Column("key_hash", sa.String(64), nullable=False),
-    # Instants as in change_log: UTC ISO 8601 text with microseconds (sorts, round-trips).
-    sa.Column("created_at", sa.String(32), nullable=False),
-    sa.Column("created_by", sa.String(VALUE_WIDTH), nullable=False),
-    sa.Column("expires_at", sa.String(32), nullable=True),
-    sa.Column("revoked_at", sa.String(32), nullable=True),
-    sa.Index("ix_api_keys_org", "org"),
-)
 
 
 def format_instant(moment: datetime) -> str:

@@ -20,15 +20,14 @@ import logging
 import os
 import random
 import threading
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from sqlalchemy.engine import make_url
 
 from . import metrics
+from .config import Settings
+from .store import PolicyStore
 from .store.db import NOTIFY_CHANNEL, failure_reason
-
-if TYPE_CHECKING:
-    from .core import Rolegate
 
 log = logging.getLogger("rolegate.sync")
 
@@ -57,10 +56,23 @@ def next_backoff(current: float) -> float:
     return min(BACKOFF_MAX_S, current * 2)
 
 
+class Follower(Protocol):
+    """What the sync threads need of the core (`rolegate.core.Rolegate` is one)."""
+
+    settings: Settings
+    store: PolicyStore
+
+    def refresh(self, target: int | None = None) -> bool: ...
+
+    def note_store_revision(self, revision: int | None) -> None: ...
+
+    def note_store_error(self, error: str) -> None: ...
+
+
 class PolicySync:
     """The listener and poll threads of one worker process."""
 
-    def __init__(self, core: Rolegate, *, poll_interval: float, listen: bool):
+    def __init__(self, core: Follower, *, poll_interval: float, listen: bool):
         self.core = core
         self.poll_interval = poll_interval
         self.listen = listen
@@ -71,7 +83,7 @@ class PolicySync:
         self._threads: list[threading.Thread] = []
 
     @classmethod
-    def for_core(cls, core: Rolegate) -> PolicySync:
+    def for_core(cls, core: Follower) -> PolicySync:
         return cls(
             core,
             poll_interval=core.settings.poll_interval,

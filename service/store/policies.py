@@ -37,12 +37,12 @@ from .db import (
     casbin_rule,
     change_log,
     failure_reason,
-    init_schema,
     is_postgresql,
     make_engine,
     policy_state,
     transaction,
 )
+from .schema import init_schema
 
 __all__ = [
     "ChangeEntry",

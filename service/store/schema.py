@@ -106,26 +106,8 @@ def head_revision() -> str:
 
 
 def declared_metadata() -> sa.MetaData:
-    """Every table Rolegate declares (the store's `metadata` plus other modules' own), merged.
-
-    Importing the core imports every module that declares tables.
-    """
-    import rolegate.core  # noqa: F401
-
-    merged = sa.MetaData()
-    for declared in (metadata, *_other_metadata()):
-        for table in declared.tables.values():
-            if table.name not in merged.tables:
-                table.to_metadata(merged)
-    return merged
-
-
-def _other_metadata() -> list[sa.MetaData]:
-    try:  # the decision log keeps its table on its own MetaData
-        from ..audit.decision_log import audit_metadata
-    except ImportError:
-        return []
-    return [audit_metadata]
+    """Every table Rolegate declares (all on `rolegate.store.db.metadata`)."""
+    return metadata
 
 
 def _state(connection: sa.Connection) -> SchemaState:
@@ -213,6 +195,12 @@ def ensure_schema(engine: sa.Engine) -> SchemaState:
     if problem is not None:
         raise SchemaError(f"{_describe(engine)}: {problem}")
     return state
+
+
+def init_schema(engine: sa.Engine) -> None:
+    """Make sure the schema is this release's: an empty database is migrated to the current
+    version; a database with older, unversioned or newer tables raises `SchemaError`."""
+    ensure_schema(engine)
 
 
 def schema_differences(engine: sa.Engine) -> list[str]:
