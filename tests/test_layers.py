@@ -162,3 +162,23 @@ def test_the_store_imports_nothing_above_it(module):
         if not target.startswith("rolegate.store") and target not in STORE_MAY_IMPORT
     }
     assert above == set()
+
+
+def test_logs_and_metrics_do_not_import_flask():
+    loaded = loaded_after("import rolegate.logs, rolegate.metrics")
+    assert "flask" not in loaded
+
+
+FLASK_HOOKS = {"before_request", "after_request", "teardown_request", "before_app_request"}
+FLASK_HOOKS |= {"after_app_request", "teardown_app_request"}
+
+
+def test_request_hooks_are_registered_in_the_api_package_only():
+    # rolegate.flask is the extension for other apps (it guards their routes).
+    registering = {
+        module
+        for module, path in MODULES.items()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Attribute) and node.attr in FLASK_HOOKS
+    }
+    assert registering - {"rolegate.flask"} == {"rolegate.api.hooks"}
