@@ -149,18 +149,10 @@ class ApiKeyStore:
     def __init__(self, engine: sa.Engine, secret: bytes):
         self._engine = engine
         self._secret = secret
-        self._ensure_table()
 
     @classmethod
     def from_settings(cls, engine: sa.Engine, settings: Settings) -> ApiKeyStore:
         return cls(engine, server_key(settings))
-
-    def _ensure_table(self) -> None:
-        try:
-            with transaction(self._engine, write=True, what="API key store") as conn:
-                api_keys.create(conn, checkfirst=True)
-        except (sa.exc.ProgrammingError, sa.exc.IntegrityError):
-            pass  # created concurrently by another process (PostgreSQL)
 
     def _digest(self, key_id: str, secret: str) -> str:
         return hmac.new(self._secret, f"{key_id}.{secret}".encode(), hashlib.sha256).hexdigest()

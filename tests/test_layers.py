@@ -182,3 +182,17 @@ def test_request_hooks_are_registered_in_the_api_package_only():
         if isinstance(node, ast.Attribute) and node.attr in FLASK_HOOKS
     }
     assert registering - {"rolegate.flask"} == {"rolegate.api.hooks"}
+
+
+def test_tables_are_created_by_the_migrations_only():
+    creating = {
+        module
+        for module, path in MODULES.items()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Call)
+        and (
+            (isinstance(node.func, ast.Attribute) and node.func.attr == "create_all")
+            or any(keyword.arg == "checkfirst" for keyword in node.keywords)
+        )
+    }
+    assert creating == set()

@@ -218,7 +218,10 @@ def _matches(
 
 
 class DatabaseSink:
-    """Rows in `decision_log` (created when missing), pruned after `retention_days` (0: never)."""
+    """Rows in the store's `decision_log` table, pruned after `retention_days` (0: never).
+
+    The table comes from the store's migrations (`rolegate.store.schema`), like every other.
+    """
 
     name = "database"
 
@@ -227,7 +230,6 @@ class DatabaseSink:
         self.retention_days = retention_days
         self._clock = clock
         self._next_prune = 0.0
-        decision_log_table.create(engine, checkfirst=True)
 
     def write(self, records, lines) -> None:
         rows = [
