@@ -24,7 +24,7 @@ from . import metrics
 from .apikeys import SUBJECT_PREFIX as API_KEY_PREFIX
 from .apikeys import ApiKeyStore
 from .audit.decision_log import DecisionLog
-from .config import REPO_ROOT, Settings
+from .config import Settings, shipped_path
 from .engine import CheckRequest, Decision, Engine, Snapshot, reads
 from .errors import Forbidden, InvalidRequest, ServiceUnavailable
 from .identity import Principal, TokenVerifier
@@ -496,7 +496,7 @@ def _log_progress(rules_read: int) -> None:
 def default_policy_dir() -> Path:
     """`policies/` in the working directory, else the sample shipped beside the package."""
     local = Path("policies")
-    return local if local.is_dir() else REPO_ROOT / "policies"
+    return local if local.is_dir() else shipped_path("policies")
 
 
 __all__ = [
