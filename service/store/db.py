@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -155,7 +156,7 @@ def make_engine(url: str) -> sa.Engine:
 
 def _configure_sqlite(engine: sa.Engine) -> None:
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection, _record):
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take transaction control away from the sqlite3 module: we emit BEGIN in "begin" below.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
@@ -167,7 +168,7 @@ def _configure_sqlite(engine: sa.Engine) -> None:
             cursor.close()
 
     @event.listens_for(engine, "begin")
-    def _on_begin(connection):
+    def _on_begin(connection: sa.Connection) -> None:
         if connection.get_execution_options().get(WRITE_TRANSACTION):
             connection.exec_driver_sql("BEGIN IMMEDIATE")
         else:

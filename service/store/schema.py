@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import command
@@ -213,7 +214,7 @@ def schema_differences(engine: sa.Engine) -> list[str]:
     return [_format_diff(diff) for diff in diffs]
 
 
-def _format_diff(diff) -> str:
+def _format_diff(diff: Any) -> str:
     if isinstance(diff, list):  # column modifications come grouped
         return "; ".join(_format_diff(item) for item in diff)
     kind, *rest = diff
