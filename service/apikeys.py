@@ -192,7 +192,7 @@ class ApiKeyStore:
             org=org,
             name=name,
             roles=tuple(roles),
-            created_at=row["created_at"],
+            created_at=str(row["created_at"]),
             created_by=created_by,
             expires_at=expires_at,
             revoked_at=None,

@@ -105,13 +105,13 @@ class Metrics:
         """The exposition text of every worker (multiprocess) or of this process."""
         from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-        if self.multiprocess:
-            from prometheus_client.multiprocess import MultiProcessCollector
+        if self.registry is not None:
+            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        from prometheus_client.multiprocess import MultiProcessCollector  # multiprocess mode
 
-            registry = CollectorRegistry()
-            MultiProcessCollector(registry)
-            return generate_latest(registry), CONTENT_TYPE_LATEST
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged)
+        return generate_latest(merged), CONTENT_TYPE_LATEST
 
     def sample_decision_log(self, decision_log: Any) -> None:
         dropped = getattr(decision_log, "dropped", None)

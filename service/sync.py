@@ -20,7 +20,7 @@ import logging
 import os
 import random
 import threading
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy.engine import make_url
 
@@ -35,7 +35,12 @@ BACKOFF_FIRST_S = 0.1
 BACKOFF_MAX_S = 5.0
 WAIT_SLICE_S = 1.0  # how often a waiting listener checks that it should stop
 LISTENER_APPLICATION_NAME = "rolegate-listener"  # + "-<pid>": pg_stat_activity.application_name
-KEEPALIVE = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3}
+KEEPALIVE: dict[str, Any] = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+}
 
 
 def psycopg_conninfo(database_url: str) -> str:

@@ -52,7 +52,7 @@ def create_app(
         core.start(sync_policies=sync_policies)
     app = Flask("rolegate")  # templates and static files live beside the package root
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
-    app.json.sort_keys = False  # answers keep their documented field order, and encode faster
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the documented field order
     app.extensions["rolegate"] = core
     hooks.init_app(app, core)
     init_app(app)

@@ -70,13 +70,18 @@ def _limit(default: int, maximum: int) -> int:
     return min(value, maximum)
 
 
-def _text_arg(name: str, *, required: bool = False, max_bytes: int = 256) -> str | None:
+def _text_arg(name: str, *, max_bytes: int = 256) -> str | None:
     value = request.args.get(name)
     if value is None or value == "":
-        if required:
-            raise InvalidRequest(f"{name}: required")
         return None
     return validate_text(value, name, max_bytes=max_bytes)
+
+
+def _required_text_arg(name: str, *, max_bytes: int = 256) -> str:
+    value = _text_arg(name, max_bytes=max_bytes)
+    if value is None:
+        raise InvalidRequest(f"{name}: required")
+    return value
 
 
 def _time_arg(name: str) -> datetime | None:
@@ -171,8 +176,8 @@ def permissions(org: str, subject: str):
 @bp.get("/v1/orgs/<org>/who-can")
 def who_can_endpoint(org: str):
     core, snapshot, org = _audit_scope(org)
-    resource = _text_arg("resource", required=True, max_bytes=MAX_RESOURCE_BYTES)
-    action = _text_arg("action", required=True)
+    resource = _required_text_arg("resource", max_bytes=MAX_RESOURCE_BYTES)
+    action = _required_text_arg("action")
     limit = _limit(DEFAULT_PAGE, MAX_PAGE)
     query = (org, resource, action)
     cursor = request.args.get("cursor") or None

@@ -50,7 +50,7 @@ def metrics_text():
 
 @bp.get("/openapi.json")
 def openapi():
-    return openapi_document(current_app.blueprints.values())
+    return openapi_document(current_app.iter_blueprints())
 
 
 _STATUS = {"type": "object"}

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
-from flask import Blueprint
+from flask.sansio.blueprints import Blueprint
 
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
 

@@ -410,7 +410,7 @@ class DecisionLog:
                 stopping = self._stopping
             # Everything buffered before a flush was asked for is written before it returns.
             while self._buffer:
-                batch = []
+                batch: list[tuple] = []
                 while self._buffer and len(batch) < self.batch_size:
                     batch.append(self._buffer.popleft())
                 self._write(batch)

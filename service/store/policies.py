@@ -209,8 +209,8 @@ def _org(rule: Rule) -> str:
 class ChangeSet:
     """Rules to add and rules to remove, applied together as one revision."""
 
-    added: tuple[Rule, ...] = ()
-    removed: tuple[Rule, ...] = ()
+    added: Sequence[Rule] = ()  # any sequence of rules; kept as a tuple of tuples
+    removed: Sequence[Rule] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "added", tuple(tuple(rule) for rule in self.added))
