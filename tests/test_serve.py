@@ -147,7 +147,7 @@ def store_locked(pg_url: str):
 
 
 def test_sigterm_finishes_in_flight_requests(pg_url, tmp_path):
-    instance = ServeProcess(tmp_path, pg_url, workers=1).start()
+    instance = ServeProcess(tmp_path, pg_url, workers=1).start("--sync-policies")
     try:
         results = []
 
@@ -168,7 +168,7 @@ def test_sigterm_finishes_in_flight_requests(pg_url, tmp_path):
 
 
 def test_a_worker_killed_mid_request_is_replaced_and_loads_the_current_revision(pg_url, tmp_path):
-    instance = ServeProcess(tmp_path, pg_url, workers=1).start()
+    instance = ServeProcess(tmp_path, pg_url, workers=1).start("--sync-policies")
     try:
         victim = instance.readyz()["worker"]
         outcome = []
