@@ -336,3 +336,55 @@ def test_an_oversized_authorization_header_gets_the_json_400(served, size):
     assert response.status == 400, response.text
     assert response.headers["content-type"] == "application/json"
     assert response.body["error"]["code"] == "invalid_request"
+
+
+# --------------------------------------------------------------------------- the worker's app
+
+
+def test_each_worker_freezes_its_loaded_policy_out_of_the_collector(live):
+    import gc
+
+    from rolegate.server import ServerOptions, worker_app
+
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    try:
+        app = worker_app(lambda: live_app(live), ServerOptions(timeout=0))
+        assert gc.get_freeze_count() > 0
+        assert app.app is live_app(live)
+    finally:
+        gc.unfreeze()
+
+
+_APPS: dict = {}
+
+
+def live_app(live):
+    from rolegate.api import create_app
+
+    return _APPS.setdefault(id(live), create_app(core=live.core, follow_store=False))
+
+
+def test_answers_with_a_length_are_handed_over_in_one_chunk_streams_untouched(live):
+    from rolegate.server import buffered
+
+    app = live_app(live)
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/healthz",
+        "SERVER_NAME": "x",
+        "SERVER_PORT": "80",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": None,
+    }
+    statuses = []
+    body = buffered(app, environ, lambda status, headers, exc_info=None: statuses.append(status))
+    assert statuses == ["200 OK"] and isinstance(body, list) and len(body) == 1
+    assert json.loads(body[0]) == {"status": "ok"}
+
+    def stream(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return iter([b"a", b"b"])
+
+    streamed = buffered(stream, environ, lambda *args: None)
+    assert not isinstance(streamed, list) and b"".join(streamed) == b"ab"
