@@ -125,8 +125,7 @@ def worker_app(app_factory: Callable[[], WsgiApp], options: ServerOptions) -> Ws
     loaded policy is moved out of the garbage collector's reach (`gc.freeze`): full collections
     no longer walk every rule (they cost 90-440 ms at 1,000-10,000 orgs, in the tail)."""
     app = app_factory()
-    gc.collect()
-    gc.freeze()
+    gc.freeze()  # no collection first: one full pass over the rules costs seconds at start-up
     return RequestWatchdog(app, options.timeout)
 
 
