@@ -165,6 +165,14 @@ SETTINGS: tuple[Setting, ...] = (
         "allowed `manage` on `/members`.",
     ),
     Setting(
+        "allow_regex_patterns",
+        False,
+        _bool,
+        "When 1, resource patterns written through the admin API and in policy files may use "
+        "regular-expression syntax (matched in linear time); default: literal text, `:name`, "
+        "`/*` and `*` only.",
+    ),
+    Setting(
         "decision_log",
         "",
         _text,
@@ -313,6 +321,7 @@ class Settings:
     trust_token_roles: bool = False
     default_role: str | None = None
     org_admin_role: str | None = None
+    allow_regex_patterns: bool = False
     decision_log: str = ""
     decision_log_db: bool = False
     decision_log_retention_days: int = 30

@@ -72,6 +72,7 @@ def _lint(settings: Settings, directory: Path):
         directory,
         resource_function=_shape(settings).resource_function,
         default_role=settings.default_role,
+        allow_regex=settings.allow_regex_patterns,
     )
 
 

@@ -106,6 +106,7 @@ class PolicyWatcher:
         resource_function: str = "keyMatch2",
         default_role: str | None = None,
         interval: float = DEFAULT_INTERVAL,
+        allow_regex: bool = False,
     ):
         self.policy_dir = Path(policy_dir)
         self.store = store
@@ -113,6 +114,7 @@ class PolicyWatcher:
         self.model_path = Path(model_path)
         self.resource_function = resource_function
         self.default_role = default_role
+        self.allow_regex = allow_regex
         self.interval = interval
         self.last_error: str | None = None
         self._stop = threading.Event()
@@ -148,6 +150,7 @@ class PolicyWatcher:
             self.policy_dir,
             resource_function=self.resource_function,
             default_role=self.default_role,
+            allow_regex=self.allow_regex,
         )
 
     def _record(self, error: str | None) -> None:
@@ -274,5 +277,6 @@ def start_watcher(settings, *, interval: float = DEFAULT_INTERVAL) -> PolicyWatc
         resource_function=shape.resource_function,
         default_role=settings.default_role,
         interval=interval,
+        allow_regex=settings.allow_regex_patterns,
     )
     return watcher.start()
