@@ -160,41 +160,44 @@ class Snapshot:
     def with_changes(
         self, revision: int, added: Iterable[Rule], removed: Iterable[Rule]
     ) -> Snapshot:
-        """A new snapshot with the change applied; only the touched domains are re-indexed."""
-        added_by_domain: dict[str, list[Rule]] = defaultdict(list)
+        """A new snapshot with the change applied; only the touched domains are re-indexed.
+
+        Added rules come after every rule already there, in the order given (Casbin appends)."""
+        added_by_domain: dict[str, list[tuple[Rule, int]]] = defaultdict(list)
         removed_by_domain: dict[str, set[Rule]] = defaultdict(set)
+        next_position = self.next_position
         for rule in added:
             rule = _intern_rule(rule)
-            added_by_domain[rule_domain(rule)].append(rule)
+            added_by_domain[rule_domain(rule)].append((rule, next_position))
+            next_position += 1
         for rule in removed:
             removed_by_domain[rule_domain(rule)].add(tuple(rule))
         domains = dict(self.domains)
-        next_position = self.next_position
         ordered = not self.shape.fast
-        for name in sorted(set(added_by_domain) | set(removed_by_domain)):
+        for name in set(added_by_domain) | set(removed_by_domain):
             old = domains.get(name)
             gone = removed_by_domain.get(name, set())
             old_rules = old.rules if old else ()
             old_positions = old.positions if old is not None and old.positions else ()
-            kept_pairs = [
+            pairs = [
                 (rule, position)
                 for rule, position in zip(
                     old_rules, old_positions or range(len(old_rules)), strict=True
                 )
                 if rule not in gone
             ]
-            kept = [rule for rule, _position in kept_pairs]
-            positions = array("q", (position for _rule, position in kept_pairs))
-            present = set(kept)
-            for rule in added_by_domain.get(name, ()):
+            present = {rule for rule, _position in pairs}
+            for rule, position in added_by_domain.get(name, ()):
                 if rule not in present:
                     present.add(rule)
-                    kept.append(rule)
-                    positions.append(next_position)
-                    next_position += 1
-            if kept:
+                    pairs.append((rule, position))
+            if pairs:
+                positions = array("q", (position for _rule, position in pairs))
                 domains[name] = DomainIndex(
-                    name, tuple(kept), self._matchers, positions if ordered else None
+                    name,
+                    tuple(rule for rule, _position in pairs),
+                    self._matchers,
+                    positions if ordered else None,
                 )
             else:
                 domains.pop(name, None)
