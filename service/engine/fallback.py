@@ -23,6 +23,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import casbin
 from casbin import persist
@@ -59,7 +60,7 @@ class _RulesAdapter(persist.Adapter):
     def __init__(self, rules: list[Rule]):
         self._rules = rules
 
-    def load_policy(self, model) -> None:
+    def load_policy(self, model: Any) -> None:
         sections = model.model
         for rule in self._rules:
             ptype = rule[0]
@@ -81,7 +82,7 @@ def memoise_matcher(enforcer: casbin.Enforcer) -> None:
     parse = enforcer._get_expression
     parsed: dict[str, object] = {}
 
-    def get_expression(expression, functions=None):
+    def get_expression(expression: str, functions: Any = None) -> Any:
         found = parsed.get(expression)
         if found is None:
             if len(parsed) >= MAX_EXPRESSIONS:

@@ -16,6 +16,7 @@ term, which decides when a broken pattern raises); the subject term may come bef
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,15 +194,17 @@ def classify(model: casbin.model.Model) -> ModelShape:
     policy = tuple(model["p"]["p"].tokens)
     effect = EFFECT_NAMES.get(model["e"]["e"].value, "unsupported")
     roles = _role_definitions(model)
-    casbin_shape = {
-        "request_fields": tuple(token[2:] for token in request),
-        "has_roles": bool(roles),
-        "org_scoped": _org_scoped(model, request, effect),
-        "effect": effect,
-    }
+    casbin_shape = ModelShape(
+        False,
+        "",
+        request_fields=tuple(token[2:] for token in request),
+        has_roles=bool(roles),
+        org_scoped=_org_scoped(model, request, effect),
+        effect=effect,
+    )
 
     def served_by_casbin(reason: str) -> ModelShape:
-        return ModelShape(False, reason, **casbin_shape)
+        return dataclasses.replace(casbin_shape, reason=reason)
 
     if request not in REQUEST_FIELDS:
         return served_by_casbin(
@@ -246,14 +249,14 @@ def classify(model: casbin.model.Model) -> ModelShape:
     has_owner_field = len(request) == 5
     if owner and not has_owner_field:
         return served_by_casbin("matcher uses r.owner but the request has no owner field")
-    return ModelShape(
-        True,
-        f"policy effect {effect}, every matcher term recognised",
+    return dataclasses.replace(
+        casbin_shape,
+        fast=True,
+        reason=f"policy effect {effect}, every matcher term recognised",
         resource_function=str(found["resource"]),
         template_domain=bool(found["domain"]),
         owner_role=owner,
         deny_override=effect == "allow-and-deny",
         has_owner_field=has_owner_field,
         subject_before_resource=order.index("subject") < order.index("resource"),
-        **casbin_shape,
     )

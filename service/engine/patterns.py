@@ -26,17 +26,20 @@ reproduces exactly.
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Callable
-from re import _constants as sre  # Python's regex parser: exactly the meaning `re` gives
-from re import _parser as sre_parse
+from typing import Any
 
-import re2
+import re2  # type: ignore[import-untyped]
 from casbin.util import builtin_operators as casbin_ops
 
 from . import coverage
 
 Matcher = Callable[[str], bool]
+# Python's own regex parser: exactly the meaning `re` (and so Casbin) gives a pattern.
+sre_parse: Any = importlib.import_module("re._parser")
+sre: Any = importlib.import_module("re._constants")
 
 _UNMATCHABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 MAX_REPEAT_COUNT = 1000  # RE2's limit for `{n}`
@@ -86,7 +89,7 @@ def _char(code: int) -> str:
     return char if char.isascii() and char.isalnum() else f"\\x{{{code:x}}}"
 
 
-def _class_item(op, value) -> str:
+def _class_item(op: Any, value: Any) -> str:
     if op is sre.LITERAL:
         return _char(value)
     if op is sre.RANGE:
@@ -94,13 +97,13 @@ def _class_item(op, value) -> str:
     raise NotLinear("`\\d`, `\\w` and `\\s` (Unicode-dependent in `re`) are not supported")
 
 
-def _character_class(items) -> str:
+def _character_class(items: Any) -> str:
     negate = bool(items) and items[0][0] is sre.NEGATE
     body = "".join(_class_item(op, value) for op, value in items[negate:])
     return f"[{'^' * negate}{body}]"
 
 
-def _repeat(op, value, tail: bool) -> str:
+def _repeat(op: Any, value: Any, tail: bool) -> str:
     low, high, item = value
     if op is sre.POSSESSIVE_REPEAT:
         raise NotLinear("possessive repeats are not supported")
@@ -112,7 +115,7 @@ def _repeat(op, value, tail: bool) -> str:
     return f"(?:{inner}){count}"  # greedy or lazy: the same yes/no answer
 
 
-def _anchor(value, tail: bool) -> str:
+def _anchor(value: Any, tail: bool) -> str:
     if value in (sre.AT_BEGINNING, sre.AT_BEGINNING_STRING):
         return "^"
     if value == sre.AT_END_STRING:
@@ -124,7 +127,7 @@ def _anchor(value, tail: bool) -> str:
     raise NotLinear("word boundaries (`\\b`, `\\B`) are not supported")
 
 
-def _item(op, value, tail: bool) -> str:
+def _item(op: Any, value: Any, tail: bool) -> str:
     if op is sre.LITERAL:
         return _char(value)
     if op is sre.NOT_LITERAL:
@@ -155,7 +158,7 @@ def _item(op, value, tail: bool) -> str:
     raise NotLinear(f"{names.get(op, str(op))} are not supported")
 
 
-def _sequence(items, tail: bool) -> str:
+def _sequence(items: Any, tail: bool) -> str:
     """`tail`: nothing follows the sequence. An item is in tail position when only `$`s
     follow it (`$$` asserts twice at the same place)."""
     parts = []
@@ -174,7 +177,7 @@ def linear_source(source: str) -> str:
     return _sequence(parsed.data, tail=True)
 
 
-def _re2_options() -> re2.Options:
+def _re2_options() -> Any:
     options = re2.Options()
     options.never_capture = True
     options.log_errors = False
@@ -185,14 +188,14 @@ _RE2_OPTIONS = _re2_options()
 _ANCHOR_START = re2._re2.RE2.Anchor.ANCHOR_START
 
 
-def _compile_re2(source: str):
+def _compile_re2(source: str) -> Any:
     compiled = re2._re2.RE2(source.encode(), _RE2_OPTIONS)
     if not compiled.ok():
         raise NotLinear(f"the linear-time engine refuses it ({compiled.error().decode()})")
     return compiled
 
 
-def _re2_matcher(compiled) -> Matcher:
+def _re2_matcher(compiled: Any) -> Matcher:
     match = compiled.Match
 
     def matcher(resource: str) -> bool:

@@ -223,16 +223,18 @@ class Snapshot:
         the order they were applied (models served by Casbin; the fast path keeps no order)."""
         names = self.domains if domains is None else dict.fromkeys(domains)
         indexes = [self.domains[name] for name in names if name in self.domains]
-        if any(index.positions is None for index in indexes):
-            return [rule for index in indexes for rule in index.rules]
-        runs = [zip(index.positions, index.rules, strict=True) for index in indexes]
+        runs = []
+        for index in indexes:
+            if index.positions is None:
+                return [rule for index in indexes for rule in index.rules]
+            runs.append(zip(index.positions, index.rules, strict=True))
         return [rule for _position, rule in heapq.merge(*runs)]
 
     def orgs(self) -> list[str]:
         return sorted(name for name in self.domains if name != TEMPLATE_DOMAIN)
 
     def _link_maps(self, org: str) -> list[Mapping[str, tuple[str, ...]]]:
-        maps = []
+        maps: list[Mapping[str, tuple[str, ...]]] = []
         index = self.domains.get(org)
         if index is not None and index.links:
             maps.append(index.links)
