@@ -297,3 +297,22 @@ def test_no_module_outside_the_engine_imports_casbin_util():
     ).stdout.split()
     assert [path for path in found if not path.startswith("service/engine/")] == []
     assert sys.modules.get("re2") is not None  # the linear-time engine is a runtime import
+
+
+def test_plan_globs_match_as_their_regex_without_backtracking():
+    from rolegate.engine.plan import Glob
+
+    rng = random.Random(11)
+    for _ in range(20_000):
+        glob = "".join(rng.choice("ab*/") for _ in range(rng.randint(0, 6)))
+        value = "".join(rng.choice("ab/") for _ in range(rng.randint(0, 8)))
+        regex = re.compile(".*".join(re.escape(part) for part in glob.split("*")), re.DOTALL)
+        assert Glob(glob).fullmatch(value) == (regex.fullmatch(value) is not None), (glob, value)
+    done = threading.Event()
+
+    def run():
+        assert not Glob("*a*a*a*a*b").fullmatch("a" * 50_000)  # the regex: hours
+        done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    assert done.wait(30)

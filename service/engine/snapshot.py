@@ -235,6 +235,8 @@ class Snapshot:
 
     def _link_maps(self, org: str) -> list[Mapping[str, tuple[str, ...]]]:
         maps: list[Mapping[str, tuple[str, ...]]] = []
+        if not self.shape.has_roles:
+            return maps  # no role definition: Casbin reads no `g` rule
         index = self.domains.get(org)
         if index is not None and index.links:
             maps.append(index.links)
