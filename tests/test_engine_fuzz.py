@@ -417,3 +417,46 @@ def test_the_fallback_restricts_to_the_org_only_where_provable(name, scoped, tmp
     path = tmp_path / "model.conf"
     path.write_text(model.text())
     assert Engine.from_model_file(path).shape.org_scoped is scoped
+
+
+@pytest.mark.parametrize(
+    "model",
+    [model for model in MODELS if model.mode == "casbin" and model.roles],
+    ids=lambda model: model.name,
+)
+def test_granted_roles_in_casbin_mode_equal_added_links(model, fuzz_seed, tmp_path):
+    """A default role and token roles mean the link `g, subject, role, org` for that check."""
+    path = tmp_path / f"{model.name}.conf"
+    path.write_text(model.text())
+    rng = random.Random(fuzz_seed)
+    engine = Engine.from_model_file(path, default_role="viewer")
+    fields = engine.shape.request_fields
+    for _ in range(40):
+        rules = list(dict.fromkeys(random_policy(rng, model)))
+        engine.load(1, rules)
+        for _ in range(8):
+            subject = random_subject(rng, rules)
+            extra = tuple(rng.sample(("admin", "editor", "c0", "ghost"), rng.randint(0, 2)))
+            request = CheckRequest(
+                subject,
+                "acme" if rng.random() < 0.5 else rng.choice(REQUEST_ORGS),
+                random_resource(rng, rules),
+                "read",
+                extra_roles=extra,
+            )
+            member = any(r[0] == "g" and r[1] == subject and r[3] == request.org for r in rules)
+            granted = [*extra, *(() if member else ("viewer",))]
+            links = [("g", subject, role, request.org) for role in granted]
+            equivalent = [*rules, *(link for link in links if link not in set(rules))]
+            expected = casbin_answer(reference(path, equivalent), fields, request)
+            decision = engine.check(request)
+            message = describe(fuzz_seed, model, equivalent, request, decision, expected)
+            assert decision.allowed == expected and decision.error is None, message
+            # the temporary links are gone again: the check without token roles is Casbin's
+            plain = CheckRequest(request.subject, request.org, request.resource, "read")
+            default_link = [] if member else [("g", subject, "viewer", request.org)]
+            without = [*rules, *(link for link in default_link if link not in set(rules))]
+            expected = casbin_answer(reference(path, without), fields, plain)
+            decision = engine.check(plain)
+            message = describe(fuzz_seed, model, without, plain, decision, expected)
+            assert decision.allowed == expected and decision.error is None, message

@@ -196,6 +196,10 @@ class CasbinFallback:
                 finally:
                     for role in added:
                         enforcer.remove_grouping_policy(request.subject, role, request.org)
+                    if added:
+                        # Removing a link from Casbin's domain role manager also drops the copy
+                        # a pattern domain (`*`) gave the org's graph: rebuild from the policy.
+                        enforcer.build_role_links()
         except Exception as exc:  # Casbin raises bare exceptions; fail closed
             return Decision(False, revision, error=f"evaluation failed: {exc!r}")
         rule = ("p", *explain) if explain else None
