@@ -1,7 +1,7 @@
 """`serve --watch-policies`: apply edits of the policy files to the store while the service runs.
 
-One watcher runs per service, in the `serve` process before gunicorn forks its workers (the
-gunicorn master), never in the workers. Every `interval` seconds it compares the files' stat
+One watcher runs per service, in the `serve` process before the server forks its workers (the
+master), never in the workers. Every `interval` seconds it compares the files' stat
 fingerprints; on a change it lints the directory and:
 
 - with errors: applies nothing, logs the error and records it in

@@ -33,6 +33,7 @@ from .db import (
     GENESIS_HASH,
     NOTIFY_CHANNEL,
     STATE_ROW_ID,
+    STORE_TIMEOUT_S,
     VALUE_COLUMNS,
     VALUE_WIDTH,
     casbin_rule,
@@ -455,8 +456,10 @@ class PolicyStore:
 
     # ---------------------------------------------------------------- transactions
 
-    def _transaction(self, *, write: bool) -> AbstractContextManager[sa.Connection]:
-        return transaction(self._engine, write=write)
+    def _transaction(
+        self, *, write: bool, timeout: float | None = STORE_TIMEOUT_S
+    ) -> AbstractContextManager[sa.Connection]:
+        return transaction(self._engine, write=write, timeout=timeout)
 
     def _current_revision(self, conn: sa.Connection, *, lock: bool) -> int:
         stmt = sa.select(policy_state.c.revision).where(policy_state.c.id == STATE_ROW_ID)
@@ -478,7 +481,7 @@ class PolicyStore:
 
     def load_all(self, progress: Callable[[int], None] | None = None) -> tuple[int, list[Rule]]:
         """The revision and every rule, read in one transaction. Order is unspecified."""
-        with self._transaction(write=False) as conn:
+        with self._transaction(write=False, timeout=None) as conn:  # the whole store: no bound
             revision = self._current_revision(conn, lock=False)
             rules = self._read_rules(conn, None, progress)
         return revision, rules
@@ -663,7 +666,9 @@ class PolicyStore:
                     f"{_describe(outside)}: outside the domains being replaced "
                     f"({', '.join(scope) or 'none'})"
                 )
-        with self._transaction(write=True) as conn:
+        # The whole store (an import) is not bounded in time; one org's rules are.
+        timeout = None if scope is None else STORE_TIMEOUT_S
+        with self._transaction(write=True, timeout=timeout) as conn:
             current = self._current_revision(conn, lock=True)
             if scope is None:
                 stored = self._read_rules(conn, None)
