@@ -46,9 +46,11 @@ from .engine import CheckRequest, Snapshot, coverage, patterns, reads
 from .engine.coverage import Access
 from .engine.reads import Link, link_rule
 from .errors import Conflict, Forbidden, InvalidRequest, NotFound, RolegateError
+from .identifiers import check_org_id, check_subject_id
 from .identity import Principal
 from .rules import TEMPLATE_DOMAIN, Rule
 from .store import ChangeSet, rule_problem
+from .store.db import MANAGED_BY_API
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -118,11 +120,12 @@ def check_value(value: Any, field_name: str) -> str:
 
 
 def check_org(value: Any, field_name: str = "org") -> str:
-    return check_value(validate_org(value, field_name), field_name)
+    """An org id of the one grammar (`rolegate.identifiers`): 400 `invalid_org_id` otherwise."""
+    return check_org_id(check_value(validate_org(value, field_name), field_name), field_name)
 
 
 def check_subject(value: Any, field_name: str = "subject") -> str:
-    subject = check_value(value, field_name)
+    subject = check_subject_id(check_value(value, field_name), field_name)
     if subject.startswith(SUBJECT_PREFIX):
         raise InvalidRequest(f"{field_name}: {subject!r} is an API key: use the api-keys endpoints")
     return subject
@@ -464,6 +467,23 @@ class OrgAdmin:
             )
         return tops[0]
 
+    # -- ownership ----------------------------------------------------------------------------
+
+    def _refuse_file_managed(self, removed: Sequence[Rule], what: str, org: str) -> None:
+        """409 `managed_by_files` when a change would remove rules the policy files manage."""
+        if not removed:
+            return
+        from_files = sorted(self.core.store.file_managed(removed))
+        if not from_files:
+            return
+        shown = ", ".join(f"`{', '.join(rule)}`" for rule in from_files[:3])
+        raise Conflict(
+            f"cannot change {what} in org {org!r}: {shown} is managed by the policy files "
+            f"({'roles' if org == TEMPLATE_DOMAIN else org}.csv), not the admin API; change the "
+            "file and import it, or ask whoever owns the policy repository",
+            code="managed_by_files",
+        )
+
     # -- writing ------------------------------------------------------------------------------
 
     def _snapshot(self) -> Snapshot:
@@ -483,6 +503,7 @@ class OrgAdmin:
                     actor=caller.actor,
                     expected_revision=snapshot.revision,
                     also=planned.also,
+                    managed_by=MANAGED_BY_API,
                 )
             except Conflict as exc:
                 if exc.code == "revision_conflict" and attempt + 1 < MAX_ATTEMPTS:
@@ -521,11 +542,20 @@ class OrgAdmin:
         """Offboard: revoke the org's API keys, then remove every rule of the org at once."""
         org = check_org(org)
         self._authorize_platform(caller)
-        if org not in self._snapshot().domains:
+        snapshot = self._snapshot()
+        if org not in snapshot.domains:
             raise NotFound(f"org {org!r} does not exist", code="unknown_org")
+        from_files = self.core.store.file_managed(snapshot.rules(org))
+        if from_files:
+            raise Conflict(
+                f"org {org!r} has {len(from_files)} rule(s) managed by the policy files: delete "
+                f"its policy file ({org}.csv) and import the files to offboard it",
+                code="managed_by_files",
+            )
         revoked = self.core.api_keys.revoke_org(org)
         self.core.subject_attributes.delete_org(org)
         changes, revision = self.core.store.replace_all([], actor=caller.actor, domains=[org])
+        # (replace_all removes whoever manages a row: the check above found only API rules.)
         if not changes.is_empty():
             self.core.catch_up(revision, changes)
         return {
@@ -581,6 +611,7 @@ class OrgAdmin:
         # Only the member's own links change, and a member is no role: only they can gain.
         what = f"give {subject!r} the roles {', '.join(sorted(roles))}"
         self._check_escalation(base, snapshot, after, org, [subject], what)
+        self._refuse_file_managed(changes.removed, f"{subject!r}'s roles", org)
         return changes, after
 
     def set_member_roles(
@@ -613,6 +644,7 @@ class OrgAdmin:
             # With a default role, a former member may gain what their roles denied.
             what = f"remove {subject!r}"
             self._check_escalation(base, snapshot, after, org, [subject], what)
+            self._refuse_file_managed(links, f"{subject!r}'s roles", org)
             self._check_last_admin(snapshot, after, org, subject, changes)
             return _Plan(changes, {"org": org, "subject": subject, "removed": True})
 
@@ -738,6 +770,7 @@ class OrgAdmin:
                 changes = ChangeSet(added=parsed)
             after = snapshot.with_changes(snapshot.revision, changes.added, changes.removed)
             self._check_rule_changes(base, snapshot, after, org, changes)
+            self._refuse_file_managed(changes.removed, "these rules", org)
             if not self._keeps_admin(snapshot, after, org):
                 raise Conflict(f"org {org!r} would be left without an admin", code="last_admin")
             return _Plan(changes, {"org": org, "changed": len(parsed)})

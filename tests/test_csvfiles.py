@@ -269,6 +269,7 @@ def test_export_format(tmp_path: Path):
     paths = write_policy_dir(tmp_path, rules)
     assert (tmp_path / "roles.csv").read_text() == (
         "g, admin, editor, *\n"
+        "# rolegate: global-membership\n"  # `member` holds no rule and no role holds it
         "g, member, viewer, *\n"
         "\n"
         "p, admin, *, /members, manage, allow\n"
