@@ -261,11 +261,24 @@ class FileSync:
     changes: ChangeSet
     adopted: tuple[Rule, ...] = ()
     seeded: tuple[Rule, ...] = ()
+    released: tuple[Rule, ...] = ()  # file-managed rules the files now mark `managed-by api`
     kept: int = 0
     revision: int = 0
 
     def is_empty(self) -> bool:
-        return self.changes.is_empty() and not self.adopted
+        return self.changes.is_empty() and not self.adopted and not self.released
+
+    def to_dict(self) -> dict[str, Any]:
+        seeded = set(self.seeded)
+        return {
+            "added": [format_rule(rule) for rule in self.changes.added if rule not in seeded],
+            "removed": [format_rule(rule) for rule in self.changes.removed],
+            "seeded": [format_rule(rule) for rule in self.seeded],
+            "adopted": [format_rule(rule) for rule in self.adopted],
+            "released": [format_rule(rule) for rule in self.released],
+            "api_managed_kept": self.kept,
+            "revision": self.revision,
+        }
 
     def summary(self) -> str:
         parts = [
@@ -276,6 +289,8 @@ class FileSync:
             parts.append(f"{len(self.seeded)} seed rule(s) added as API-managed")
         if self.adopted:
             parts.append(f"{len(self.adopted)} API-managed rule(s) now managed by the files")
+        if self.released:
+            parts.append(f"{len(self.released)} file rule(s) handed to the admin API")
         parts.append(f"{self.kept} API-managed rule(s) kept")
         return ", ".join(parts)
 
@@ -305,7 +320,9 @@ def plan_file_sync(
     api_owned = {rule for rule, owner in owned.items() if owner != MANAGED_BY_FILES}
     adopted = wanted_set & api_owned
     added = wanted_set - files_owned - api_owned
-    removed = {rule for rule in files_owned - wanted_set if not is_api_key_link(rule)}
+    seed_set = {tuple(rule) for rule in seeds} - wanted_set
+    released = files_owned & seed_set
+    removed = {rule for rule in files_owned - wanted_set - released if not is_api_key_link(rule)}
     seeded = {
         tuple(rule)
         for rule in seeds
@@ -322,6 +339,7 @@ def plan_file_sync(
         changes,
         adopted=tuple(sorted(adopted, key=_safe_sort_key)),
         seeded=tuple(sorted(seeded, key=_safe_sort_key)),
+        released=tuple(sorted(released, key=_safe_sort_key)),
         kept=len(api_owned - adopted),
     )
 
@@ -970,6 +988,8 @@ class PolicyStore:
             plan = plan_file_sync(owned, wanted, seed_rules, seen)
             for rule in plan.adopted:
                 self._set_owner(conn, rule, MANAGED_BY_FILES)
+            for rule in plan.released:
+                self._set_owner(conn, rule, MANAGED_BY_API)
             revision = current
             if not plan.changes.is_empty():
                 revision = self._apply_locked(
@@ -982,6 +1002,19 @@ class PolicyStore:
                     api_managed=frozenset(plan.seeded),
                 )
         return replace(plan, revision=revision)
+
+    def plan_sync(
+        self, rules: Iterable[Rule], *, seeds: Iterable[Rule] = ()
+    ) -> tuple[dict[Rule, str], FileSync]:
+        """What `sync_files(rules, seeds=seeds)` would do now (its `revision`: the current one),
+        with the stored rules and their owners; reads one snapshot, writes nothing."""
+        wanted = {validate_rule(rule) for rule in rules}
+        seed_rules = {validate_rule(rule) for rule in seeds}
+        with self._transaction(write=False) as conn:
+            revision = self._current_revision(conn, lock=False)
+            owned = self._read_owned(conn, None)
+            seen = self._logged(conn, seed_rules - set(owned))
+        return owned, replace(plan_file_sync(owned, wanted, seed_rules, seen), revision=revision)
 
     def _read_owned(self, conn: sa.Connection, domains: Sequence[str] | None) -> dict[Rule, str]:
         clauses = [None] if domains is None else [_domain_clause(c) for c in _chunks(domains, 500)]
