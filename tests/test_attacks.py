@@ -532,6 +532,7 @@ def test_a_rule_that_breaks_every_check_is_removable_by_who_holds_the_rest(
             ]
         ),
         actor="cli:test",
+        managed_by="api",
     )
     live.core.refresh()
     assert not allowed(live, "bob", "globex", "/documents/1")  # every read fails closed

@@ -47,7 +47,8 @@ def test_sample_policies_read_without_error():
     assert len(sourced) > 20
     first = sourced[0]
     assert first.rule == ("g", "alice", "admin", "acme")
-    assert str(first.location) == f"{SAMPLES / 'acme.csv'}:2"
+    assert str(first.location) == f"{SAMPLES / 'acme.csv'}:6"
+    assert first.managed_by == "api"  # below `# rolegate: managed-by api`
     assert ("p", "viewer", "*", "/projects/*", "read", "allow") in rules_of(sourced)
     assert {Path(item.location.path).name for item in sourced} == {
         "acme.csv",

@@ -728,7 +728,7 @@ class PolicyStore:
         expected_revision: int | None = None,
         progress: Callable[[int], None] | None = None,
         also: Callable[[sa.Connection], None] | None = None,
-        managed_by: str = MANAGED_BY_FILES,
+        managed_by: str | None = None,
     ) -> int:
         """Apply `changes` as one new revision (one transaction) and return that revision.
 
@@ -737,6 +737,7 @@ class PolicyStore:
 
         `managed_by`: who writes (`files` or `api`). Added rules are recorded as theirs; removing
         a rule another owner manages raises Conflict `managed_by_files` / `managed_by_api`.
+        None (a local tool that owns everything): no ownership check, new rows are `files`.
 
         Raises PolicyError (invalid rule, nothing written), Conflict with code `rule_exists`
         (adding a rule already stored), `rule_missing` (removing a rule not stored) or
@@ -745,7 +746,8 @@ class PolicyStore:
         when given, is called after each chunk of `n` added rows (still one transaction).
         """
         self._check_actor(actor)
-        _check_owner(managed_by)
+        if managed_by is not None:
+            _check_owner(managed_by)
         self._check_changes(changes)
         if changes.is_empty() and expected_revision is None:
             return self.revision()
@@ -759,14 +761,15 @@ class PolicyStore:
                 )
             if changes.is_empty():
                 return current
-            self._check_owned(conn, changes.removed, managed_by)
+            if managed_by is not None:
+                self._check_owned(conn, changes.removed, managed_by)
             revision = self._apply_locked(
                 conn,
                 changes,
                 actor=actor,
                 current=current,
                 progress=progress,
-                managed_by=managed_by,
+                managed_by=managed_by or MANAGED_BY_FILES,
             )
             if also is not None:
                 also(conn)
