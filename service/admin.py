@@ -579,11 +579,17 @@ class OrgAdmin:
         if after is not None:
             subjects = [s for s in subjects if s > after]
         page = subjects[:limit]
+        from_files = self.core.store.file_managed(
+            ("g", subject, role, org) for subject in page for role in members[subject]
+        )
         items = []
         for subject in page:
             direct = sorted(members[subject])
             inherited = sorted(set(reads.roles_of(snapshot, subject, org)) - {subject, *direct})
-            items.append({"subject": subject, "roles": direct, "inherited": inherited})
+            owner = "files" if any(("g", subject, r, org) in from_files for r in direct) else "api"
+            items.append(
+                {"subject": subject, "roles": direct, "inherited": inherited, "managed_by": owner}
+            )
         return {
             "org": org,
             "members": items,

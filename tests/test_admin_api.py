@@ -402,7 +402,12 @@ def test_members_list_is_paginated_with_inherited_roles(live):
     assert [m["subject"] for m in first.body["members"]] == ["alice", "bob"]
     assert first.body["next"] == "bob"
     bob = first.body["members"][1]
-    assert bob == {"subject": "bob", "roles": ["editor"], "inherited": ["member", "viewer"]}
+    assert bob == {
+        "subject": "bob",
+        "roles": ["editor"],
+        "inherited": ["member", "viewer"],
+        "managed_by": "api",
+    }
     rest = call(live, "GET", "/v1/orgs/acme/members?limit=10&after=bob")
     assert [m["subject"] for m in rest.body["members"]] == ["carol", "dave", "ivan"]
     assert rest.body["next"] is None

@@ -163,6 +163,8 @@ def test_admin_api_answers_409_for_file_rules_and_offboarding_a_file_org(setting
             admin.delete_org(operator, "initech")
         assert caught.value.code == "managed_by_files"
         assert ("g", "milton", "admin", "initech") in core.engine.snapshot.rules("initech")
+        listed = admin.list_members(operator, "initech")["members"]
+        assert [(item["subject"], item["managed_by"]) for item in listed] == [("milton", "files")]
         # Adding roles to a file-managed member is fine: only the new link is the API's.
         admin.set_member_roles(operator, "initech", "milton", ["admin", "viewer"])
         assert owners(core.store)[("g", "milton", "viewer", "initech")] == "api"

@@ -109,11 +109,21 @@ def lint(directory: Path | None, output: str):
 @click.command("fmt")
 @click.argument("directory", required=False, type=DirArgument)
 @click.option("--check", is_flag=True, help="Change nothing; exit 1 when a file would change.")
-def fmt(directory: Path | None, check: bool):
+@format_option(aliases=("text",))
+def fmt(directory: Path | None, check: bool, output: str):
     """Rewrite the policy files in canonical order and spacing."""
     from ..policy.fmt import format_policy_dir
 
     result = format_policy_dir(_policy_dir(_settings(), directory), check=check)
+    if output != "table":
+        rows = [{"path": str(path), "status": "changed"} for path in result.changed]
+        rows += [{"path": str(path), "status": "unchanged"} for path in result.unchanged]
+        rows += [
+            {"path": str(problem.location), "status": f"{problem.code}: {problem.message}"}
+            for problem in result.problems
+        ]
+        emit(rows, output)
+        sys.exit(1 if result.problems or (check and result.changed) else 0)
     for problem in result.problems:
         location = problem.location
         click.echo(
