@@ -263,6 +263,8 @@ class _Plan:
     result: dict[str, Any] = field(default_factory=dict)
     # Other rows written in the same transaction as the rules (API key rows).
     also: Callable[[sa.Connection], None] | None = None
+    # Written as the admin API (file-managed rules may not be removed); revoking a key is not.
+    managed_by: str | None = MANAGED_BY_API
 
 
 class OrgAdmin:
@@ -503,7 +505,7 @@ class OrgAdmin:
                     actor=caller.actor,
                     expected_revision=snapshot.revision,
                     also=planned.also,
-                    managed_by=MANAGED_BY_API,
+                    managed_by=planned.managed_by,
                 )
             except Conflict as exc:
                 if exc.code == "revision_conflict" and attempt + 1 < MAX_ATTEMPTS:
@@ -875,7 +877,9 @@ class OrgAdmin:
             links = ChangeSet(removed=member_rules(snapshot, org, key.subject))
             if links.is_empty():  # no links left: mark the row on its own
                 keys.revoke(key_id)
-            return _Plan(links, also=lambda conn: keys.revoke_row(conn, key_id))
+            # Revocation always succeeds: even a key link some other tool marked as file-managed
+            # goes with its key (a key and its links are never split apart).
+            return _Plan(links, also=lambda conn: keys.revoke_row(conn, key_id), managed_by=None)
 
         # The row is marked revoked in the same transaction that drops the key's role links.
         result = self._commit(caller, plan)

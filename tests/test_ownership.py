@@ -437,3 +437,20 @@ def test_matrix_table_fits_the_terminal_and_points_to_csv(env, store, monkeypatc
     lines = result.output.splitlines()
     assert max(len(line) for line in lines[:-1]) <= 60
     assert "--format csv" in lines[-1]
+
+
+def test_revoking_a_key_drops_even_a_link_marked_as_file_managed(settings):
+    core = Rolegate.from_settings(settings, with_identity=False)
+    try:
+        core.start(sync_policies=True)
+        admin, operator = OrgAdmin(core), Caller.operator("ops")
+        created = admin.create_api_key(operator, "acme", "ci", ["viewer"])
+        link = ("g", f"apikey:{created['id']}", "viewer", "acme")
+        assert owners(core.store)[link] == "api"
+        with core.store.engine.begin() as connection:  # another tool rewrote the owner
+            connection.execute(sa.text("UPDATE casbin_rule SET managed_by = 'files'"))
+        revoked = admin.revoke_api_key(operator, "acme", created["id"])
+        assert revoked["revoked_at"]
+        assert link not in owners(core.store)
+    finally:
+        core.close()

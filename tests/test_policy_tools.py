@@ -305,6 +305,7 @@ def test_large_import_shows_progress(env, store, tmp_path, monkeypatch):
     monkeypatch.setattr(policy_cli, "LARGE_IMPORT", 10)
     result = run("import", str(SAMPLE))
     assert result.exit_code == 0, result.output
+    assert result.stderr.startswith("[  0.0s] Reading and linting")  # before any slow step
     assert "Writing rules" in result.output
     assert stored(store) == (1, sample_rules())
 

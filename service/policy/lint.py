@@ -372,7 +372,7 @@ def _identifiers(ctx: _Context) -> Iterable[LintIssue]:
                 reported.add((item.location.path, domain))
                 field = 2 if rule[0] == "p" else 3
                 yield ctx.issue(rule, "invalid-org-id", ERROR, f"org {problem}", field=field)
-        if is_api_key_link(rule):
+        if is_api_key_link(rule) or (rule[0] == "p" and rule[1].startswith("apikey:")):
             yield ctx.issue(
                 rule,
                 "api-key-in-files",
