@@ -204,11 +204,17 @@ class Rolegate:
         return Path(self.settings.policy_dir)
 
     def sync_policies(self, actor: str | None = None) -> int:
-        """Make the store equal the policy dir (one transaction); returns the store revision."""
+        """Make the store's file-managed rules equal the policy dir (one transaction; rules
+        managed by the admin API are kept, see `PolicyStore.sync_files`); returns the revision."""
         sourced = read_policy_dir(self.policy_dir)
-        _, revision = self.store.replace_all(
-            [item.rule for item in sourced], actor=actor or f"file:{self.policy_dir}"
+        result = self.store.sync_files(
+            [item.rule for item in sourced if item.managed_by == "files"],
+            seeds=[item.rule for item in sourced if item.managed_by != "files"],
+            actor=actor or f"file:{self.policy_dir}",
         )
+        revision = result.revision
+        if not result.is_empty():
+            log.info("policy files synced: %s", result.summary())
         if self.settings.subject_attributes:
             records = read_attributes_file(Path(self.settings.subject_attributes))
             self.subject_attributes.replace_all(records)

@@ -23,7 +23,9 @@ from rolegate.config import REPO_ROOT
 from rolegate.engine import reads
 from rolegate.store import ChangeSet
 
-ATTACK_CSV = """# rolegate: global-membership
+# API-managed (seeded): the org admins under attack manage these rules through the admin API.
+ATTACK_CSV = """# rolegate: managed-by api
+# rolegate: global-membership
 g, root, platform-admin, *
 
 p, lead, globex, /members, manage, allow
@@ -528,6 +530,7 @@ def test_a_rule_that_breaks_every_check_is_removable_by_who_holds_the_rest(
             ]
         ),
         actor="cli:test",
+        managed_by="api",
     )
     live.core.refresh()
     assert not allowed(live, "bob", "globex", "/documents/1")  # every read fails closed
