@@ -7,7 +7,7 @@ their own tables on `metadata`; each needs a migration too.
 - `casbin_rule`: the exact table of `sqlalchemy_adapter` (id, ptype, v0..v5, all `String(255)`),
   so Casbin's own adapter can read and write the same rows, plus indexes for exact-row lookups
   and for "load the rules of these domains" (the domain is v1 for `p` and v2 for `g`).
-- `policy_state`: one row (id = 1) holding the store's revision.
+- `policy_state`: one row (id = 1) holding the store's revision and the change log's head.
 - `change_log`: one row per added or removed rule, chained by SHA-256 hashes.
 
 SQLite engines get WAL, a 5 s busy timeout and foreign keys on every connection, and we emit
@@ -60,6 +60,10 @@ policy_state = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("revision", sa.BigInteger, nullable=False, server_default=sa.text("0")),
+    # The change log's head: the revision and hash of its newest entry (NULL: no entry yet),
+    # written with each entry, so deleting the newest entries shows (`verify_chain`).
+    sa.Column("head_revision", sa.BigInteger, nullable=True),
+    sa.Column("head_hash", sa.String(64), nullable=True),
     sa.CheckConstraint(f"id = {STATE_ROW_ID}", name="ck_policy_state_single_row"),
 )
 
