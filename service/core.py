@@ -161,7 +161,13 @@ def refuse_role_subject(snapshot: Snapshot, principal: Principal) -> None:
         raise Forbidden(f"the caller is refused: {problem}", code="subject_is_role")
 
 
-def decision_payload(request: CheckRequest, decision: Decision, explain: bool) -> dict[str, Any]:
+def decision_payload(
+    request: CheckRequest,
+    decision: Decision,
+    explain: bool,
+    engine: Engine | None = None,
+    snapshot: Snapshot | None = None,
+) -> dict[str, Any]:
     payload: dict[str, Any] = {
         "allowed": decision.allowed,
         "subject": request.subject,
@@ -173,6 +179,10 @@ def decision_payload(request: CheckRequest, decision: Decision, explain: bool) -
     }
     if explain:
         payload["reason"] = decision.reason
+        if engine is not None and not decision.allowed:
+            from .engine.explain import explain_denial
+
+            payload["reason"].update(explain_denial(engine, request, decision, snapshot))
     return payload
 
 
@@ -488,8 +498,9 @@ class Rolegate:
     def check(self, principal: Principal, check: CheckInput) -> dict[str, Any]:
         request = self.request_as(principal, check)
         self.ensure_revision(check.min_revision)
-        decision = self.engine.check(request)
-        payload = decision_payload(request, decision, check.explain)
+        snapshot = self.engine.snapshot
+        decision = self.engine.check(request, snapshot)
+        payload = decision_payload(request, decision, check.explain, self.engine, snapshot)
         self._notify(principal, request, decision, payload)
         return payload
 
@@ -500,7 +511,7 @@ class Rolegate:
         snapshot, decisions = self.engine.check_many(requests)
         results = []
         for check, request, decision in zip(checks, requests, decisions, strict=True):
-            payload = decision_payload(request, decision, check.explain)
+            payload = decision_payload(request, decision, check.explain, self.engine, snapshot)
             self._notify(principal, request, decision, payload)
             results.append(payload)
         return {"results": results, "revision": snapshot.revision}

@@ -10,6 +10,7 @@ import click
 
 from ..config import Settings
 from ..engine import CheckRequest, Engine
+from ..engine.explain import explain_denial
 from ..store import read_policy_dir
 
 
@@ -27,6 +28,20 @@ def engine_for(settings: Settings, policy_dir: Path | None) -> Engine:
     finally:
         store.dispose()
     return engine
+
+
+def denial_lines(reason: dict) -> list[str]:
+    """The deny explanation (`rolegate.engine.explain`) as lines; none for an allow."""
+    if "code" not in reason:
+        return []
+    lines = [f"reason: {', '.join(reason['codes'])}"]
+    would_allow = reason.get("would_allow") or {}
+    owner = would_allow.get("as_owner")
+    if owner:
+        lines.append(f"would be allowed as the owner ({owner['rule']})")
+    for item in would_allow.get("roles", ()):
+        lines.append(f"would be allowed with role {item['role']} ({item['rule']})")
+    return lines
 
 
 @click.command("check")
@@ -52,16 +67,19 @@ def check(subject, org, resource, action, owner, explain, policy_dir, as_json):
     validate_text(resource, "resource", max_bytes=2048)
     validate_text(action, "action")
     engine = engine_for(Settings.from_env(), policy_dir)
-    decision = engine.check(CheckRequest(subject, org, resource, action, owner))
+    request = CheckRequest(subject, org, resource, action, owner)
+    decision = engine.check(request)
+    reason = {**decision.reason, **explain_denial(engine, request, decision)}
     if as_json:
-        click.echo(json.dumps({"allowed": decision.allowed, "reason": decision.reason}))
+        click.echo(json.dumps({"allowed": decision.allowed, "reason": reason}))
     else:
         click.echo("allow" if decision.allowed else "deny")
         if explain:
-            reason = decision.reason
             click.echo(f"  {reason['summary']}")
             if reason.get("path"):
                 click.echo(f"  path: {reason['path']}")
+            for line in denial_lines(reason):
+                click.echo(f"  {line}")
     sys.exit(0 if decision.allowed else 1)
 
 
