@@ -215,6 +215,7 @@ class Rolegate:
         # Called as (old_revision, new_revision, kind) after each snapshot swap from the store.
         self.reload_listeners: list[Callable[[int, int, str], None]] = []
         self.sync = None  # rolegate.sync.PolicySync once start_sync() ran
+        self.shadow = None  # rolegate.shadow.ShadowEvaluator (ROLEGATE_SHADOW_POLICY_DIR)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, with_identity: bool = True) -> Rolegate:
@@ -522,6 +523,8 @@ class Rolegate:
 
     def close(self) -> None:
         self.stop_sync()
+        if self.shadow is not None:
+            self.shadow.close()
         if self.decision_log is not None:
             self.decision_log.close()
         self.store.dispose()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from .. import logs, metrics
+from .. import logs, metrics, shadow
 from ..config import Settings
 from ..core import Rolegate
 from ..logs import configure_logging
@@ -57,6 +57,7 @@ def create_app(
     app.extensions["rolegate"] = core
     logs.init_app(app)
     metrics.init_app(app, core)
+    shadow.init_app(app, core)
     init_app(app)
     if follow_store:
         core.start_sync()

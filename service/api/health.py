@@ -38,6 +38,8 @@ def readyz():
         "revision_applied_at": core.revision_applied_at,
         "listening": bool(core.sync and core.sync.listening),
         "worker": os.getpid(),
+        # ROLEGATE_SHADOW_POLICY_DIR: the candidate's revision, load error and counters.
+        "shadow": core.shadow.status() if core.shadow is not None else None,
     }
     return body, 200 if ready else 503
 

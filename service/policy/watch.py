@@ -93,6 +93,25 @@ def _describe_errors(report: LintReport, limit: int = 5) -> str:
     return "policy files not applied: " + "; ".join(shown) + (f" (and {more} more)" if more else "")
 
 
+def policy_fingerprint(policy_dir: Path) -> tuple:
+    """Stat data of every policy file of `policy_dir` (and problems such as outside symlinks):
+    equal fingerprints mean unchanged files (also used by the shadow policy, rolegate.shadow)."""
+    try:
+        files, problems = _policy_files(policy_dir)
+    except OSError as exc:
+        return (("error", str(exc)),)
+    entries = []
+    for path in files:
+        try:
+            stat = path.stat()
+            entries.append(
+                (str(path), stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size, stat.st_ino)
+            )
+        except OSError as exc:
+            entries.append((str(path), str(exc)))
+    return (tuple(entries), tuple(str(problem) for problem in problems))
+
+
 class PolicyWatcher:
     """Polls a policy directory and applies its changes to the store (see the module doc)."""
 
@@ -128,20 +147,7 @@ class PolicyWatcher:
 
     def fingerprint(self) -> tuple:
         """Stat data of every policy file (and problems such as outside symlinks)."""
-        try:
-            files, problems = _policy_files(self.policy_dir)
-        except OSError as exc:
-            return (("error", str(exc)),)
-        entries = []
-        for path in files:
-            try:
-                stat = path.stat()
-                entries.append(
-                    (str(path), stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size, stat.st_ino)
-                )
-            except OSError as exc:
-                entries.append((str(path), str(exc)))
-        return (tuple(entries), tuple(str(problem) for problem in problems))
+        return policy_fingerprint(self.policy_dir)
 
     def _lint(self) -> LintReport:
         return lint_policy_dir(
