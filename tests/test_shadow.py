@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import SAMPLE_POLICIES
 
+from rolegate.audit.decision_log import FileSink
 from rolegate.config import REPO_ROOT
 from rolegate.engine import CheckRequest, Decision
 from rolegate.identity import Principal
@@ -50,7 +51,9 @@ def candidate(tmp_path) -> Path:
 def shadowed(make_live_server, settings, tmp_path, candidate):
     log_path = tmp_path / "decisions.jsonl"
     live = make_live_server(
-        settings.replace(shadow_policy_dir=str(candidate), decision_log=str(log_path))
+        settings.replace(
+            shadow_policy_dir=str(candidate), decision_log=str(log_path), decision_log_db=True
+        )
     )
     return live, log_path
 
@@ -121,6 +124,14 @@ def test_under_load_every_disagreement_is_counted_and_logged(shadowed):
     grants = [r for r in shadow_records if r["allowed"]]
     assert {(r["subject"], r["resource"]) for r in grants} == {("frank", "/documents/finance/q1")}
     assert grants[0]["live"]["rule"] == CONTRACTOR_DENY
+
+    # the decision search shows what was decided, never the shadow's answer
+    searched = live.client.get(
+        "/v1/orgs/globex/decisions?subject=frank&limit=1000", headers=live.auth("erin", "globex")
+    ).body["decisions"]
+    assert len(searched) == per_kind and not any(d["allowed"] for d in searched)
+    from_file = FileSink(log_path).search(org="globex", subject="frank", limit=1000)
+    assert len(from_file) == per_kind and not any(d["allowed"] for d in from_file)
 
     ready = live.client.get("/readyz").body["shadow"]
     assert ready["revision"].startswith("sha256:") and ready["error"] is None

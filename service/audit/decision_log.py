@@ -212,7 +212,7 @@ def _matches(
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> bool:
-    if record.get("org") != org:
+    if record.get("org") != org or record.get("shadow") is True:
         return False
     if subject is not None and record.get("subject") != subject:
         return False
@@ -253,6 +253,14 @@ decision_log_table = sa.Table(
 )
 
 
+SHADOW_ID_PREFIX = "shadow:"  # decision_id column of shadow records (ids are hex otherwise)
+
+
+def _row_decision_id(record: Mapping[str, Any]) -> str:
+    decision_id = record.get("decision_id") or ""
+    return SHADOW_ID_PREFIX + decision_id if record.get("shadow") is True else decision_id
+
+
 class DatabaseSink:
     """Rows in `decision_log` (created when missing), pruned after `retention_days` (0: never)."""
 
@@ -269,7 +277,7 @@ class DatabaseSink:
         rows = [
             {
                 "at": record["time"],
-                "decision_id": record["decision_id"] or "",
+                "decision_id": _row_decision_id(record),
                 "org": record["org"],
                 "subject": record["subject"],
                 "resource": record["resource"],
@@ -310,6 +318,10 @@ class DatabaseSink:
     ) -> list[dict[str, Any]]:
         table = decision_log_table
         stmt = sa.select(table.c.record).where(table.c.org == org)
+        # Shadow records carry the candidate's answer: never mistaken for a decision made.
+        stmt = stmt.where(
+            sa.not_(table.c.decision_id.startswith(SHADOW_ID_PREFIX, autoescape=True))
+        )
         if subject is not None:
             stmt = stmt.where(table.c.subject == subject)
         if resource is not None:
