@@ -38,6 +38,7 @@ MAX_RESOURCE_BYTES = 2048
 MAX_NAME_CHARS = 256
 MAX_BATCH = 1000
 MAX_REVISION = 2**63 - 1
+MAX_NEAREST_PER_BATCH = 20  # denied items of a batch whose explanation lists the nearest roles
 # Up to this many change-log entries behind, a worker re-reads only the changed orgs.
 MAX_INCREMENTAL_ENTRIES = 50_000
 PROGRESS_LOG_FROM = 100_000  # rules: smaller loads are not worth a progress line
@@ -167,6 +168,8 @@ def decision_payload(
     explain: bool,
     engine: Engine | None = None,
     snapshot: Snapshot | None = None,
+    *,
+    nearest: bool = True,
 ) -> dict[str, Any]:
     payload: dict[str, Any] = {
         "allowed": decision.allowed,
@@ -182,7 +185,9 @@ def decision_payload(
         if engine is not None and not decision.allowed:
             from .engine.explain import explain_denial
 
-            payload["reason"].update(explain_denial(engine, request, decision, snapshot))
+            payload["reason"].update(
+                explain_denial(engine, request, decision, snapshot, nearest=nearest)
+            )
     return payload
 
 
@@ -511,8 +516,13 @@ class Rolegate:
         self.ensure_revision(max(wanted) if wanted else None)
         snapshot, decisions = self.engine.check_many(requests)
         results = []
+        explained = 0  # the nearest roles cost up to 256 decisions each: a few per batch
         for check, request, decision in zip(checks, requests, decisions, strict=True):
-            payload = decision_payload(request, decision, check.explain, self.engine, snapshot)
+            nearest = explained < MAX_NEAREST_PER_BATCH
+            explained += check.explain and not decision.allowed
+            payload = decision_payload(
+                request, decision, check.explain, self.engine, snapshot, nearest=nearest
+            )
             self._notify(principal, request, decision, payload)
             results.append(payload)
         return {"results": results, "revision": snapshot.revision}

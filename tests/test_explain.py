@@ -146,3 +146,25 @@ def test_the_cli_prints_the_reasons(env):
     assert result.exit_code == 1
     assert "reason: no_grant" in result.output
     assert "would be allowed with role editor" in result.output
+
+
+def test_a_batch_lists_the_nearest_roles_for_its_first_denials_only(live):
+    """Each listing costs a decision per role: a 1,000-item batch cannot buy 256,000."""
+    from rolegate.core import MAX_NEAREST_PER_BATCH
+
+    checks = [
+        {"resource": f"/projects/{i}", "action": "update", "explain": True}
+        for i in range(MAX_NEAREST_PER_BATCH + 5)
+    ]
+    batch = live.client.post(
+        "/v1/check/batch", {"checks": checks}, headers=live.auth("dave", "acme")
+    )
+    reasons = [item["reason"] for item in batch.body["results"]]
+    assert all(reason["code"] == "no_grant" for reason in reasons)
+    listed = [reason["would_allow"]["roles"] for reason in reasons]
+    assert (
+        listed[:MAX_NEAREST_PER_BATCH]
+        == [[{"role": "editor", "rule": "p, editor, *, /projects/*, update, allow"}]]
+        * MAX_NEAREST_PER_BATCH
+    )
+    assert listed[MAX_NEAREST_PER_BATCH:] == [None] * 5

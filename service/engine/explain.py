@@ -72,9 +72,18 @@ def granting_roles(
 
 
 def explain_denial(
-    engine: Engine, request: CheckRequest, decision: Decision, snapshot: Snapshot | None = None
+    engine: Engine,
+    request: CheckRequest,
+    decision: Decision,
+    snapshot: Snapshot | None = None,
+    *,
+    nearest: bool = True,
 ) -> dict[str, Any]:
-    """`code`, `codes`, `deny_rule`, `would_allow` for a denied check ({} for an allow)."""
+    """`code`, `codes`, `deny_rule`, `would_allow` for a denied check ({} for an allow).
+
+    `nearest=False` leaves out the granting roles (`would_allow.roles` is None): they cost one
+    decision per role of the org, so a batch lists them for its first denials only.
+    """
     if decision.allowed:
         return {}
     snapshot = snapshot or engine.snapshot
@@ -101,13 +110,16 @@ def explain_denial(
                     "owner": request.subject,
                     "rule": format_rule(as_owner.rule) if as_owner.rule else None,
                 }
-        nearest, truncated = granting_roles(engine, snapshot, request)
-        would_allow["roles"] = [
-            {"role": role, "rule": format_rule(granted.rule) if granted.rule else None}
-            for role, granted in nearest[:MAX_ROLES_LISTED]
-        ]
-        if truncated or len(nearest) > MAX_ROLES_LISTED:
-            would_allow["roles_truncated"] = True
+        if nearest:
+            found, truncated = granting_roles(engine, snapshot, request)
+            would_allow["roles"] = [
+                {"role": role, "rule": format_rule(granted.rule) if granted.rule else None}
+                for role, granted in found[:MAX_ROLES_LISTED]
+            ]
+            if truncated or len(found) > MAX_ROLES_LISTED:
+                would_allow["roles_truncated"] = True
+        else:
+            would_allow["roles"] = None
     if "denied_by_rule" not in codes and "evaluation_error" not in codes:
         codes.append("no_grant")
     codes.sort(key=CODES.index)
