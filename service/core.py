@@ -15,27 +15,31 @@ import logging
 import os
 import threading
 import time
-import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import metrics
 from .apikeys import SUBJECT_PREFIX as API_KEY_PREFIX
 from .apikeys import ApiKeyStore
 from .audit.decision_log import DecisionLog
-from .config import REPO_ROOT, Settings
+from .config import Settings, shipped_path
 from .engine import CheckRequest, Decision, Engine, Snapshot, reads
 from .errors import Forbidden, InvalidRequest, ServiceUnavailable
 from .identity import Principal, TokenVerifier
 from .store import ChangeSet, PolicyStore, read_policy_dir
 from .subject_attributes import SubjectAttributeStore, read_attributes_file
+from .sync import PolicySync
+from .validation import MAX_NAME_CHARS as MAX_NAME_CHARS  # re-exported for one release
+from .validation import validate_org, validate_text
+
+if TYPE_CHECKING:
+    from .shadow import ShadowEvaluator
 
 log = logging.getLogger("rolegate")
 
 MAX_RESOURCE_BYTES = 2048
-MAX_NAME_CHARS = 256
 MAX_BATCH = 1000
 MAX_REVISION = 2**63 - 1
 MAX_NEAREST_PER_BATCH = 20  # denied items of a batch whose explanation lists the nearest roles
@@ -76,33 +80,6 @@ def validate_min_revision(value: Any, field: str = "min_revision") -> int | None
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_REVISION:
         raise InvalidRequest(f"{field}: expected a revision number (an integer from 0)")
     return value
-
-
-def validate_text(
-    value: Any, field: str, *, max_bytes: int = MAX_NAME_CHARS, where: str = ""
-) -> str:
-    """A non-empty string with no control characters, at most `max_bytes` UTF-8 bytes.
-
-    Errors name the field as `{where}{field}` (e.g. `checks[3].resource`).
-    """
-    if not isinstance(value, str):
-        raise InvalidRequest(f"{where}{field}: expected a string, got {type(value).__name__}")
-    if not value:
-        raise InvalidRequest(f"{where}{field}: must not be empty")
-    if len(value) * 4 > max_bytes and len(value.encode("utf-8", "surrogatepass")) > max_bytes:
-        raise InvalidRequest(f"{where}{field}: longer than {max_bytes} bytes")
-    if not (value.isascii() and value.isprintable()) and any(
-        unicodedata.category(char) in ("Cc", "Cs") for char in value
-    ):
-        raise InvalidRequest(f"{where}{field}: contains control characters")
-    return value
-
-
-def validate_org(value: Any, field: str = "org", *, where: str = "") -> str:
-    org = validate_text(value, field, where=where)
-    if "*" in org:
-        raise InvalidRequest(f"{where}{field}: must name one organisation (no '*')")
-    return org
 
 
 _CHECK_FIELD_NAMES = frozenset(CHECK_FIELDS)
@@ -219,8 +196,8 @@ class Rolegate:
         self.revision_applied_at: float | None = None  # time.time() of the last snapshot swap
         # Called as (old_revision, new_revision, kind) after each snapshot swap from the store.
         self.reload_listeners: list[Callable[[int, int, str], None]] = []
-        self.sync = None  # rolegate.sync.PolicySync once start_sync() ran
-        self.shadow = None  # rolegate.shadow.ShadowEvaluator (ROLEGATE_SHADOW_POLICY_DIR)
+        self.sync: PolicySync | None = None  # once start_sync() ran
+        self.shadow: ShadowEvaluator | None = None  # ROLEGATE_SHADOW_POLICY_DIR
 
     @classmethod
     def from_settings(cls, settings: Settings, *, with_identity: bool = True) -> Rolegate:
@@ -361,8 +338,6 @@ class Rolegate:
 
     def start_sync(self) -> None:
         """Follow the store from this process: LISTEN/NOTIFY (PostgreSQL) and the poll."""
-        from .sync import PolicySync
-
         if self.sync is None:
             self.sync = PolicySync.for_core(self)
             self.sync.start()
@@ -548,7 +523,7 @@ def _log_progress(rules_read: int) -> None:
 def default_policy_dir() -> Path:
     """`policies/` in the working directory, else the sample shipped beside the package."""
     local = Path("policies")
-    return local if local.is_dir() else REPO_ROOT / "policies"
+    return local if local.is_dir() else shipped_path("policies")
 
 
 __all__ = [

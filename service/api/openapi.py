@@ -7,7 +7,10 @@ and the application's URL map name the same (path, method) pairs.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
 from typing import Any
+
+from flask.sansio.blueprints import Blueprint
 
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
 
@@ -91,11 +94,10 @@ def json_request(schema: dict[str, Any]) -> dict[str, Any]:
     return {"required": True, "content": {"application/json": {"schema": schema}}}
 
 
-def openapi_document() -> dict[str, Any]:
-    from . import BLUEPRINTS
-
+def openapi_document(blueprints: Iterable[Blueprint]) -> dict[str, Any]:
+    """The OpenAPI document of `blueprints` (each module's `OPENAPI_PATHS`, merged)."""
     paths: dict[str, Any] = {}
-    for blueprint in BLUEPRINTS:
+    for blueprint in blueprints:
         module = sys.modules[blueprint.import_name]
         for path, operations in getattr(module, "OPENAPI_PATHS", {}).items():
             paths.setdefault(path, {}).update(operations)

@@ -8,13 +8,14 @@ flip of that kind exists, 2 on bad input.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import click
 import sqlalchemy as sa
@@ -83,9 +84,11 @@ def _in_range(record: Any, org: str | None, since: str | None, until: str | None
     if org is not None and record.get("org") != org:
         return False
     at = record.get("time")
-    if (since or until) and not isinstance(at, str):
+    if since is None and until is None:
+        return True
+    if not isinstance(at, str):
         return False
-    return not ((since and at < since) or (until and at > until))
+    return not ((since is not None and at < since) or (until is not None and at > until))
 
 
 def file_records(path: Path, *, org, since, until, limit, progress=None) -> Iterator[Any]:
@@ -208,43 +211,27 @@ def replay_command(candidate, org, since, until, limit, output, fail_on, log_fil
     decide = candidate_decider(load_candidate(settings, candidate))
     show_progress = sys.stderr.isatty() if progress is None else progress
     filters = {"org": org, "since": since_at, "until": until_at, "limit": limit}
-    engine = None
-    try:
-        if log_file is not None:
-            if not log_file.is_file():
-                raise ConfigError(f"{log_file}: no such decision-log file")
-            length, label = log_file.stat().st_size, f"Replaying {log_file}"
-        else:
-            engine = _open_log_table(settings)
-            length, label = table_count(engine, **filters), "Replaying the decision log"
-        with click.progressbar(
-            length=length, label=label, file=sys.stderr if show_progress else _Null()
-        ) as bar:
-            if log_file is not None:
-                records = file_records(log_file, progress=bar.update, **filters)
-                step = None
-            else:
+    # Not on a terminal: a hidden bar (click prints only its label, here into the void).
+    bar_file: TextIO = sys.stderr if show_progress else io.StringIO()
+    if log_file is not None:
+        if not log_file.is_file():
+            raise ConfigError(f"{log_file}: no such decision-log file")
+        label = f"Replaying {log_file}"
+        with click.progressbar(length=log_file.stat().st_size, label=label, file=bar_file) as bar:
+            records = file_records(log_file, progress=bar.update, **filters)
+            report = replay(records, decide, candidate=str(candidate))
+    else:
+        engine = _open_log_table(settings)
+        try:
+            length = table_count(engine, **filters)
+            label = "Replaying the decision log"
+            with click.progressbar(length=length, label=label, file=bar_file) as bar:
                 records = table_records(engine, **filters)
-                step = bar.update
-            report = replay(records, decide, candidate=str(candidate), progress=step)
-    finally:
-        if engine is not None:
+                report = replay(records, decide, candidate=str(candidate), progress=bar.update)
+        finally:
             engine.dispose()
     click.echo(_render(report, output), nl=False)
     sys.exit(1 if report.fails(fail_on) else 0)
-
-
-class _Null:
-    """A stream that discards the progress bar (no tty, or --no-progress)."""
-
-    def write(self, _text: str) -> int:
-        return 0
-
-    def flush(self) -> None:
-        pass
-
-    def isatty(self) -> bool:
-        return False
 
 
 COMMANDS = (replay_command,)

@@ -100,7 +100,7 @@ def policy_fingerprint(policy_dir: Path) -> tuple:
         files, problems = _policy_files(policy_dir)
     except OSError as exc:
         return (("error", str(exc)),)
-    entries = []
+    entries: list[tuple[object, ...]] = []
     for path in files:
         try:
             stat = path.stat()
