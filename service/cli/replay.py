@@ -175,7 +175,11 @@ def _render(report, output: str) -> str:
 
 
 @click.command("replay")
-@click.argument("candidate", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@click.argument(
+    "candidate",
+    metavar="CANDIDATE_DIR",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+)
 @click.option("--org", default=None, help="Only this org's decisions.")
 @click.option("--since", default=None, help="ISO 8601 time, or a duration ago (7d, 12h, 30m).")
 @click.option("--until", default=None, help="ISO 8601 time, or a duration ago.")
@@ -198,7 +202,7 @@ def _render(report, output: str) -> str:
 )
 @click.option("--progress/--no-progress", default=None, help="Progress bar [default: on a tty].")
 def replay_command(candidate, org, since, until, limit, output, fail_on, log_file, progress):
-    """Re-decide recorded decisions with the policy in CANDIDATE and report what flips."""
+    """Re-decide recorded decisions with the policy in CANDIDATE_DIR; report what flips."""
     from ..policy.replay import candidate_decider, replay
 
     if org is not None:
