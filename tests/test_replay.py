@@ -290,3 +290,15 @@ def test_parse_record_never_guesses():
     for broken in ({**record(), "allowed": "yes"}, {**record(), "v": True}, [1, 2]):
         with pytest.raises(ValueError):
             parse_record(broken)
+
+
+def test_the_progress_bar_goes_to_stderr_only_when_asked(env, recorded, tmp_path):
+    path, database_url = recorded
+    directory = str(candidate(tmp_path, "same"))
+    shown = run_replay(env, directory, "--log", str(path), "--progress", "--format=json")
+    assert f"Replaying {path}" in shown.stderr and "Replaying" not in shown.stdout
+    json.loads(shown.stdout)
+    table = run_replay(env, directory, "--progress", database_url=database_url)
+    assert "Replaying the decision log" in table.stderr
+    quiet = run_replay(env, directory, "--log", str(path))
+    assert quiet.stderr == ""
