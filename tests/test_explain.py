@@ -168,3 +168,11 @@ def test_a_batch_lists_the_nearest_roles_for_its_first_denials_only(live):
         * MAX_NEAREST_PER_BATCH
     )
     assert listed[MAX_NEAREST_PER_BATCH:] == [None] * 5
+
+
+def test_every_reason_code_is_documented():
+    from rolegate.engine.explain import CODES
+
+    text = (REPO_ROOT / "docs" / "audit.md").read_text()
+    table = text[text.index("## Deny explanations") : text.index("## Replaying")]
+    assert all(f"| `{code}` |" in table for code in CODES)
