@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..apikeys import SUBJECT_PREFIX as API_KEY_PREFIX
+from ..audit.decision_log import FORMAT_VERSION
 from ..core import role_subject_problem
 from ..engine import CheckRequest, Decision, Engine, reads
 from ..rules import Rule, format_rule
 
-FORMAT_VERSION = 2
 DIRECTIONS = ("grant", "revoke")
 FAIL_ON = ("flip", "grant", "revoke")
 MAX_EXAMPLES = 3
