@@ -243,3 +243,47 @@ def test_a_subject_the_candidate_makes_a_role_disagrees(tmp_path):
     policy = ShadowPolicy(directory, model_path=REPO_ROOT / "model.conf")
     shadow = policy.decide(CheckRequest("bob", "acme", "/projects/1", "read"))
     assert shadow.allowed is False and shadow.error.startswith("subject_is_role")
+
+
+def test_every_worker_of_rolegate_serve_shadows_and_metrics_add_up(tmp_path, candidate):
+    """`rolegate serve` for real: two worker processes, each with its shadow policy."""
+    from conftest import SECRET
+    from prometheus_client.parser import text_string_to_metric_families
+    from scaleout import ServeProcess, wait_for
+
+    from rolegate.config import Settings
+    from rolegate.identity import mint_token
+
+    url = f"sqlite:///{tmp_path / 'serve.db'}"
+    instance = ServeProcess(tmp_path, url, workers=2, ROLEGATE_SHADOW_POLICY_DIR=str(candidate))
+    instance.start("--sync-policies")
+    try:
+        token = mint_token(
+            Settings(jwt_secret=SECRET), subject="alice", org="acme", ttl_seconds=600
+        )
+        headers = {"Authorization": f"Bearer {token}"}
+        workers, revisions = set(), set()
+        for _ in range(60):
+            answer = instance.client.post(
+                "/v1/check", {"resource": "/projects/1", "action": "read"}, headers=headers
+            )
+            assert answer.status == 200 and answer.body["allowed"] is True
+            workers.add(answer.headers["x-rolegate-worker"])
+        assert len(workers) == 2, "the requests should have reached both workers"
+
+        def revokes() -> float:
+            text = instance.client.get("/metrics").text
+            return sum(
+                sample.value
+                for family in text_string_to_metric_families(text)
+                for sample in family.samples
+                if sample.name == "rolegate_shadow_disagreements_total"
+                and sample.labels == {"org": "acme", "direction": "revoke"}
+            )
+
+        wait_for(lambda: revokes() == 60, timeout=15)
+        for _ in range(20):
+            revisions.add(instance.readyz()["shadow"]["revision"])
+        assert len(revisions) == 1 and revisions.pop().startswith("sha256:")
+    finally:
+        assert instance.terminate() == 0
