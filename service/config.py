@@ -258,6 +258,14 @@ SETTINGS: tuple[Setting, ...] = (
         "Days the database decision log keeps a record (0: keep forever).",
     ),
     Setting(
+        "shadow_policy_dir",
+        None,
+        _optional_text,
+        "Candidate policy directory evaluated beside the live policy for every decision, off the "
+        "request path (watched for edits); disagreements go to `/metrics` and the decision log "
+        "(unset: no shadow evaluation). See docs/audit.md.",
+    ),
+    Setting(
         "api_key_secret",
         None,
         _optional_text,
@@ -412,6 +420,7 @@ class Settings:
     decision_log: str = ""
     decision_log_db: bool = False
     decision_log_retention_days: int = 30
+    shadow_policy_dir: str | None = None
     api_key_secret: str | None = None
     poll_interval: float = 2.0
     log_level: str = "INFO"

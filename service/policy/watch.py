@@ -100,6 +100,25 @@ def _file_managed(report: LintReport) -> set[Rule]:
     return {item.rule for item in report.rules if item.managed_by == MANAGED_BY_FILES}
 
 
+def policy_fingerprint(policy_dir: Path) -> tuple:
+    """Stat data of every policy file of `policy_dir` (and problems such as outside symlinks):
+    equal fingerprints mean unchanged files (also used by the shadow policy, rolegate.shadow)."""
+    try:
+        files, problems = _policy_files(policy_dir)
+    except OSError as exc:
+        return (("error", str(exc)),)
+    entries: list[tuple[object, ...]] = []
+    for path in files:
+        try:
+            stat = path.stat()
+            entries.append(
+                (str(path), stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size, stat.st_ino)
+            )
+        except OSError as exc:
+            entries.append((str(path), str(exc)))
+    return (tuple(entries), tuple(str(problem) for problem in problems))
+
+
 class PolicyWatcher:
     """Polls a policy directory and applies its changes to the store (see the module doc)."""
 
@@ -137,20 +156,7 @@ class PolicyWatcher:
 
     def fingerprint(self) -> tuple:
         """Stat data of every policy file (and problems such as outside symlinks)."""
-        try:
-            files, problems = _policy_files(self.policy_dir)
-        except OSError as exc:
-            return (("error", str(exc)),)
-        entries: list[tuple[object, ...]] = []
-        for path in files:
-            try:
-                stat = path.stat()
-                entries.append(
-                    (str(path), stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size, stat.st_ino)
-                )
-            except OSError as exc:
-                entries.append((str(path), str(exc)))
-        return (tuple(entries), tuple(str(problem) for problem in problems))
+        return policy_fingerprint(self.policy_dir)
 
     def _lint(self) -> LintReport:
         return lint_policy_dir(

@@ -9,7 +9,7 @@ table or column belongs here and needs a migration.
   rule: `files` or `api`, with a server default so the adapter's inserts stay valid) and
   indexes for exact-row lookups and for "load the rules of these domains" (the domain is v1
   for `p` and v2 for `g`).
-- `policy_state`: one row (id = 1) holding the store's revision.
+- `policy_state`: one row (id = 1) holding the store's revision and the change log's head.
 - `change_log`: one row per added or removed rule, chained by SHA-256 hashes.
 - `api_keys` (`rolegate.apikeys`), `subject_attributes` (`rolegate.subject_attributes`) and
   `decision_log` (`rolegate.audit.decision_log`): the tables of those modules.
@@ -79,6 +79,10 @@ policy_state = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("revision", sa.BigInteger, nullable=False, server_default=sa.text("0")),
+    # The change log's head: the revision and hash of its newest entry (NULL: no entry yet),
+    # written with each entry, so deleting the newest entries shows (`verify_chain`).
+    sa.Column("head_revision", sa.BigInteger, nullable=True),
+    sa.Column("head_hash", sa.String(64), nullable=True),
     sa.CheckConstraint(f"id = {STATE_ROW_ID}", name="ck_policy_state_single_row"),
 )
 
