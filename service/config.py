@@ -73,6 +73,8 @@ def _database_url(value: str) -> str:
     from sqlalchemy.exc import ArgumentError
 
     value = value.strip()
+    if not value:
+        return ""  # the default: rolegate.db in ROLEGATE_HOME
     accepted = "expected sqlite:///<file> or postgresql+psycopg://user@host/db"
     scheme = value.partition(":")[0].lower()
     if scheme in ("postgres", "postgresql+psycopg2", "postgres+psycopg"):
@@ -132,11 +134,19 @@ class Setting:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting(
+        "home",
+        "",
+        _text,
+        "Rolegate's per-user home: the default data dir and SQLite database live here, the same "
+        "for every command wherever it runs. Default: `$XDG_DATA_HOME/rolegate`, else "
+        "`~/.local/share/rolegate`.",
+    ),
+    Setting(
         "database_url",
-        "sqlite:///rolegate.db",
+        "",
         _database_url,
-        "SQLAlchemy URL of the policy store. SQLite file in the working directory by default; "
-        "`postgresql+psycopg://user@host/db` in production.",
+        "SQLAlchemy URL of the policy store. Default: the SQLite file `rolegate.db` in "
+        "ROLEGATE_HOME; `postgresql+psycopg://user@host/db` in production.",
     ),
     Setting("policy_dir", "policies", _text, "Directory of policy CSV files (`*.csv`)."),
     Setting(
@@ -147,7 +157,11 @@ SETTINGS: tuple[Setting, ...] = (
         "shipped with Rolegate.",
     ),
     Setting(
-        "data_dir", ".rolegate", _text, "Where the service keeps generated files (demo secret)."
+        "data_dir",
+        "",
+        _text,
+        "Where the service keeps generated files (demo secret, reload errors). Default: "
+        "ROLEGATE_HOME.",
     ),
     Setting("jwt_secret", None, _optional_text, "HMAC secret for HS256/384/512 tokens."),
     Setting(
@@ -217,6 +231,14 @@ SETTINGS: tuple[Setting, ...] = (
         "allowed `manage` on `/members`.",
     ),
     Setting(
+        "allow_regex_patterns",
+        False,
+        _bool,
+        "When 1, resource patterns written through the admin API and in policy files may use "
+        "regular-expression syntax (matched in linear time); default: literal text, `:name`, "
+        "`/*` and `*` only.",
+    ),
+    Setting(
         "decision_log",
         "",
         _text,
@@ -234,6 +256,14 @@ SETTINGS: tuple[Setting, ...] = (
         30,
         _int,
         "Days the database decision log keeps a record (0: keep forever).",
+    ),
+    Setting(
+        "shadow_policy_dir",
+        None,
+        _optional_text,
+        "Candidate policy directory evaluated beside the live policy for every decision, off the "
+        "request path (watched for edits); disagreements go to `/metrics` and the decision log "
+        "(unset: no shadow evaluation). See docs/audit.md.",
     ),
     Setting(
         "api_key_secret",
@@ -353,12 +383,22 @@ SETTINGS: tuple[Setting, ...] = (
 SETTING_BY_NAME = {setting.name: setting for setting in SETTINGS}
 
 
+def default_home(environ: Mapping[str, str] | None = None) -> Path:
+    """`$XDG_DATA_HOME/rolegate`, else `~/.local/share/rolegate` (the XDG per-user data dir)."""
+    environ = os.environ if environ is None else environ
+    base = environ.get("XDG_DATA_HOME", "").strip()
+    if base and Path(base).is_absolute():
+        return Path(base) / "rolegate"
+    return Path.home() / ".local" / "share" / "rolegate"
+
+
 @dataclass(frozen=True)
 class Settings:
-    database_url: str = "sqlite:///rolegate.db"
+    home: str = ""
+    database_url: str = ""
     policy_dir: str = "policies"
     model: str = ""
-    data_dir: str = ".rolegate"
+    data_dir: str = ""
     jwt_secret: str | None = None
     jwt_public_key: str | None = None
     jwks_url: str | None = None
@@ -376,9 +416,11 @@ class Settings:
     trust_token_roles: bool = False
     default_role: str | None = None
     org_admin_role: str | None = None
+    allow_regex_patterns: bool = False
     decision_log: str = ""
     decision_log_db: bool = False
     decision_log_retention_days: int = 30
+    shadow_policy_dir: str | None = None
     api_key_secret: str | None = None
     poll_interval: float = 2.0
     log_level: str = "INFO"
@@ -397,6 +439,15 @@ class Settings:
     authzen_owner_attribute: str = "email"
     authzen_subject_types: tuple[str, ...] = ("user",)
     authzen_public_url: str = ""
+
+    def __post_init__(self) -> None:
+        """Resolve the home-relative defaults once, to absolute paths (cwd-independent)."""
+        home = Path(self.home).expanduser() if self.home else default_home()
+        object.__setattr__(self, "home", str(home.absolute()))
+        if not self.data_dir:
+            object.__setattr__(self, "data_dir", str(home.absolute()))
+        if not self.database_url:
+            object.__setattr__(self, "database_url", f"sqlite:///{home.absolute() / 'rolegate.db'}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import metrics
 from .apikeys import SUBJECT_PREFIX as API_KEY_PREFIX
@@ -34,6 +34,9 @@ from .sync import PolicySync
 from .validation import MAX_NAME_CHARS as MAX_NAME_CHARS  # re-exported for one release
 from .validation import validate_org, validate_text
 
+if TYPE_CHECKING:
+    from .shadow import ShadowEvaluator
+
 log = logging.getLogger("rolegate")
 
 MAX_RESOURCE_BYTES = 2048
@@ -41,6 +44,7 @@ MAX_BATCH = 1000
 MAX_REVISION = 2**63 - 1
 # Requests of one worker that may wait for a policy revision at once; more get 503 at once.
 MAX_REVISION_WAITERS = 4
+MAX_NEAREST_PER_BATCH = 20  # denied items of a batch whose explanation lists the nearest roles
 # Up to this many change-log entries behind, a worker re-reads only the changed orgs.
 MAX_INCREMENTAL_ENTRIES = 50_000
 PROGRESS_LOG_FROM = 100_000  # rules: smaller loads are not worth a progress line
@@ -137,7 +141,15 @@ def refuse_role_subject(snapshot: Snapshot, principal: Principal) -> None:
         raise Forbidden(f"the caller is refused: {problem}", code="subject_is_role")
 
 
-def decision_payload(request: CheckRequest, decision: Decision, explain: bool) -> dict[str, Any]:
+def decision_payload(
+    request: CheckRequest,
+    decision: Decision,
+    explain: bool,
+    engine: Engine | None = None,
+    snapshot: Snapshot | None = None,
+    *,
+    nearest: bool = True,
+) -> dict[str, Any]:
     payload: dict[str, Any] = {
         "allowed": decision.allowed,
         "subject": request.subject,
@@ -149,6 +161,12 @@ def decision_payload(request: CheckRequest, decision: Decision, explain: bool) -
     }
     if explain:
         payload["reason"] = decision.reason
+        if engine is not None and not decision.allowed:
+            from .engine.explain import explain_denial
+
+            payload["reason"].update(
+                explain_denial(engine, request, decision, snapshot, nearest=nearest)
+            )
     return payload
 
 
@@ -182,6 +200,7 @@ class Rolegate:
         # Called as (old_revision, new_revision, kind) after each snapshot swap from the store.
         self.reload_listeners: list[Callable[[int, int, str], None]] = []
         self.sync: PolicySync | None = None  # once start_sync() ran
+        self.shadow: ShadowEvaluator | None = None  # ROLEGATE_SHADOW_POLICY_DIR
 
     @classmethod
     def from_settings(cls, settings: Settings, *, with_identity: bool = True) -> Rolegate:
@@ -204,11 +223,17 @@ class Rolegate:
         return Path(self.settings.policy_dir)
 
     def sync_policies(self, actor: str | None = None) -> int:
-        """Make the store equal the policy dir (one transaction); returns the store revision."""
+        """Make the store's file-managed rules equal the policy dir (one transaction; rules
+        managed by the admin API are kept, see `PolicyStore.sync_files`); returns the revision."""
         sourced = read_policy_dir(self.policy_dir)
-        _, revision = self.store.replace_all(
-            [item.rule for item in sourced], actor=actor or f"file:{self.policy_dir}"
+        result = self.store.sync_files(
+            [item.rule for item in sourced if item.managed_by == "files"],
+            seeds=[item.rule for item in sourced if item.managed_by != "files"],
+            actor=actor or f"file:{self.policy_dir}",
         )
+        revision = result.revision
+        if not result.is_empty():
+            log.info("policy files synced: %s", result.summary())
         if self.settings.subject_attributes:
             records = read_attributes_file(Path(self.settings.subject_attributes))
             self.subject_attributes.replace_all(records)
@@ -499,8 +524,9 @@ class Rolegate:
     def check(self, principal: Principal, check: CheckInput) -> dict[str, Any]:
         request = self.request_as(principal, check)
         self.ensure_revision(check.min_revision)
-        decision = self.engine.check(request)
-        payload = decision_payload(request, decision, check.explain)
+        snapshot = self.engine.snapshot
+        decision = self.engine.check(request, snapshot)
+        payload = decision_payload(request, decision, check.explain, self.engine, snapshot)
         self._notify(principal, request, decision, payload)
         return payload
 
@@ -510,8 +536,13 @@ class Rolegate:
         self.ensure_revision(max(wanted) if wanted else None)
         snapshot, decisions = self.engine.check_many(requests)
         results = []
+        explained = 0  # the nearest roles cost up to 256 decisions each: a few per batch
         for check, request, decision in zip(checks, requests, decisions, strict=True):
-            payload = decision_payload(request, decision, check.explain)
+            nearest = explained < MAX_NEAREST_PER_BATCH
+            explained += check.explain and not decision.allowed
+            payload = decision_payload(
+                request, decision, check.explain, self.engine, snapshot, nearest=nearest
+            )
             self._notify(principal, request, decision, payload)
             results.append(payload)
         return {"results": results, "revision": snapshot.revision}
@@ -522,6 +553,8 @@ class Rolegate:
 
     def close(self) -> None:
         self.stop_sync()
+        if self.shadow is not None:
+            self.shadow.close()
         if self.decision_log is not None:
             self.decision_log.close()
         self.store.dispose()

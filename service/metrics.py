@@ -99,6 +99,23 @@ class Metrics:
             multiprocess_mode="livesum",
             registry=registry,
         )
+        self.shadow_evaluated = Counter(
+            "rolegate_shadow_evaluated",
+            "Decisions also evaluated with the shadow policy (ROLEGATE_SHADOW_POLICY_DIR).",
+            registry=registry,
+        )
+        self.shadow_dropped = Counter(
+            "rolegate_shadow_dropped",
+            "Decisions not shadow-evaluated because the shadow queue was full.",
+            registry=registry,
+        )
+        self.shadow_disagreements = Counter(
+            "rolegate_shadow_disagreements",
+            "Decisions the shadow policy answers differently, by org and direction (grant: the "
+            "shadow allows what was denied; revoke: the reverse).",
+            ["org", "direction"],
+            registry=registry,
+        )
         self._last_dropped: int | None = None
 
     def render(self) -> tuple[bytes, str]:
@@ -149,6 +166,18 @@ def reload_failed() -> None:
 
 def set_revision(revision: int) -> None:
     _safely(lambda m: m.revision.set(revision))
+
+
+def shadow_evaluated(count: int) -> None:
+    _safely(lambda m: m.shadow_evaluated.inc(count))
+
+
+def shadow_dropped(count: int) -> None:
+    _safely(lambda m: m.shadow_dropped.inc(count))
+
+
+def shadow_disagreement(org: str, direction: str) -> None:
+    _safely(lambda m: m.shadow_disagreements.labels(org, direction).inc())
 
 
 def notification_received() -> None:

@@ -49,6 +49,8 @@ def readyz():
         "revision_applied_at": core.revision_applied_at,
         "listening": bool(core.sync and core.sync.listening),
         "worker": os.getpid(),
+        # ROLEGATE_SHADOW_POLICY_DIR: the candidate's revision, load error and counters.
+        "shadow": core.shadow.status() if core.shadow is not None else None,
     }
     return body, 200 if ready else 503
 
@@ -78,7 +80,8 @@ OPENAPI_PATHS = {
             "summary": "Readiness: policy loaded, revision, lag behind the store, staleness",
             "description": "Ready (200) once the policy is loaded, also while the database is "
             "down (`stale: true`: decisions are served from memory). `lag` is the number of "
-            "revisions the store is ahead of this worker as last seen; `worker` the process id.",
+            "revisions the store is ahead of this worker as last seen; `worker` the process id; "
+            "`shadow` the shadow policy's revision, load error and counters (null without one).",
             "security": [],
             "responses": {
                 "200": json_response("ready", _STATUS),

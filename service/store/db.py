@@ -4,10 +4,12 @@ Every table Rolegate keeps is declared here, in one place, on `metadata`; the da
 through the Alembic migrations in `service/store/migrations/` (tests check the two agree). A new
 table or column belongs here and needs a migration.
 
-- `casbin_rule`: the exact table of `sqlalchemy_adapter` (id, ptype, v0..v5, all `String(255)`),
-  so Casbin's own adapter can read and write the same rows, plus indexes for exact-row lookups
-  and for "load the rules of these domains" (the domain is v1 for `p` and v2 for `g`).
-- `policy_state`: one row (id = 1) holding the store's revision.
+- `casbin_rule`: the table of `sqlalchemy_adapter` (id, ptype, v0..v5, all `String(255)`),
+  so Casbin's own adapter can read and write the same rows, plus `managed_by` (who manages the
+  rule: `files` or `api`, with a server default so the adapter's inserts stay valid) and
+  indexes for exact-row lookups and for "load the rules of these domains" (the domain is v1
+  for `p` and v2 for `g`).
+- `policy_state`: one row (id = 1) holding the store's revision and the change log's head.
 - `change_log`: one row per added or removed rule, chained by SHA-256 hashes.
 - `api_keys` (`rolegate.apikeys`), `subject_attributes` (`rolegate.subject_attributes`) and
   `decision_log` (`rolegate.audit.decision_log`): the tables of those modules.
@@ -48,6 +50,9 @@ PING_TIMEOUT_S = 2.0  # the pool's liveness probe of a pooled connection
 NOTIFY_CHANNEL = "rolegate_policy"
 VALUE_COLUMNS = ("v0", "v1", "v2", "v3", "v4", "v5")
 VALUE_WIDTH = 255  # sqlalchemy_adapter's String(255)
+MANAGED_BY_FILES = "files"
+MANAGED_BY_API = "api"
+OWNERS = (MANAGED_BY_FILES, MANAGED_BY_API)
 STATE_ROW_ID = 1
 GENESIS_HASH = "0" * 64
 
@@ -59,6 +64,9 @@ casbin_rule = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("ptype", sa.String(VALUE_WIDTH)),
     *(sa.Column(name, sa.String(VALUE_WIDTH)) for name in VALUE_COLUMNS),
+    # Who manages the rule: "files" (policy files: import, sync, watch) or "api" (admin API).
+    # Rows written by Casbin's own adapter get the default (migration 0005).
+    sa.Column("managed_by", sa.String(8), nullable=False, server_default=sa.text("'files'")),
     # Exact-row lookups and deletes (ptype + the leading values narrow to a handful of rows).
     sa.Index("ix_casbin_rule_exact", "ptype", "v0", "v1", "v2", "v3"),
     # "Rules of these domains": p rules carry the domain in v1, g rules in v2.
@@ -71,6 +79,10 @@ policy_state = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("revision", sa.BigInteger, nullable=False, server_default=sa.text("0")),
+    # The change log's head: the revision and hash of its newest entry (NULL: no entry yet),
+    # written with each entry, so deleting the newest entries shows (`verify_chain`).
+    sa.Column("head_revision", sa.BigInteger, nullable=True),
+    sa.Column("head_hash", sa.String(64), nullable=True),
     sa.CheckConstraint(f"id = {STATE_ROW_ID}", name="ck_policy_state_single_row"),
 )
 
