@@ -179,25 +179,12 @@ def page_limit(value: Any) -> int:
 
 
 def _pattern_problem(core: Rolegate, pattern: str) -> str | None:
-    """Why a resource pattern may not be written through the API (None: it may).
-
-    The engine's `patterns.validate_pattern` when it exists; until then the safe grammar of
-    `coverage` (literal text, `:name`, `/*`) unless `allow_regex_patterns` is set.
-    """
-    allow_regex = bool(getattr(core.settings, "allow_regex_patterns", False))
-    validate = getattr(patterns, "validate_pattern", None)
-    if validate is not None:
-        return validate(pattern, allow_regex=allow_regex)
-    return _safe_grammar_problem(core.engine.shape.resource_function, pattern, allow_regex)
-
-
-def _safe_grammar_problem(function: str, pattern: str, allow_regex: bool) -> str | None:
-    # Interim shim (see _pattern_problem): replaced by the engine's validate_pattern at merge.
-    if allow_regex or function != "keyMatch2" or coverage.exact(function, pattern):
-        return None
-    return (
-        f"{pattern!r} uses regular-expression syntax; resource patterns are literal text, "
-        "`:name` (one path segment) and `/*` (anything below)"
+    """Why a resource pattern may not be written through the API (None: it may): the engine's
+    rule (safe grammar unless ROLEGATE_ALLOW_REGEX_PATTERNS, always linear-time matchable)."""
+    return patterns.validate_pattern(
+        pattern,
+        allow_regex=core.settings.allow_regex_patterns,
+        function=core.engine.shape.resource_function,
     )
 
 

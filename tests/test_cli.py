@@ -1,4 +1,4 @@
-"""The command line as a user runs it: check, token, and serve --demo under real gunicorn."""
+"""The command line as a user runs it: check, token, and serve --demo under the real server."""
 
 from __future__ import annotations
 

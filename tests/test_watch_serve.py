@@ -1,4 +1,4 @@
-"""`rolegate serve --watch-policies` under real gunicorn: file edits reach every worker."""
+"""`rolegate serve --watch-policies` under the real server: file edits reach every worker."""
 
 from __future__ import annotations
 

@@ -10,6 +10,7 @@ import click
 
 from ..config import Settings
 from ..engine import CheckRequest, Engine
+from ..engine.explain import explain_denial
 from ..store import read_policy_dir
 from .common import org_first
 from .output import format_option, render
@@ -29,6 +30,20 @@ def engine_for(settings: Settings, policy_dir: Path | None) -> Engine:
     finally:
         store.dispose()
     return engine
+
+
+def denial_lines(reason: dict) -> list[str]:
+    """The deny explanation (`rolegate.engine.explain`) as lines; none for an allow."""
+    if "code" not in reason:
+        return []
+    lines = [f"reason: {', '.join(reason['codes'])}"]
+    would_allow = reason.get("would_allow") or {}
+    owner = would_allow.get("as_owner")
+    if owner:
+        lines.append(f"would be allowed as the owner ({owner['rule']})")
+    for item in would_allow.get("roles", ()):
+        lines.append(f"would be allowed with role {item['role']} ({item['rule']})")
+    return lines
 
 
 @click.command("check")
@@ -59,11 +74,12 @@ def check(org, subject, resource, action, owner, explain, policy_dir, output, as
     validate_org(org)
     validate_text(resource, "resource", max_bytes=2048)
     validate_text(action, "action")
-    decision = engine.check(CheckRequest(subject, org, resource, action, owner))
+    request = CheckRequest(subject, org, resource, action, owner)
+    decision = engine.check(request)
     if as_json:
         click.echo("Warning: --json is deprecated: use --format json", err=True)
         output = "json"
-    reason = decision.reason
+    reason = {**decision.reason, **explain_denial(engine, request, decision)}
     if output == "json":
         click.echo(json.dumps({"allowed": decision.allowed, "reason": reason}))
     elif output == "csv":
@@ -81,6 +97,8 @@ def check(org, subject, resource, action, owner, explain, policy_dir, output, as
             click.echo(f"  {reason['summary']}")
             if reason.get("path"):
                 click.echo(f"  path: {reason['path']}")
+            for line in denial_lines(reason):
+                click.echo(f"  {line}")
     sys.exit(0 if decision.allowed else 1)
 
 

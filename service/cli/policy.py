@@ -77,6 +77,7 @@ def _lint(settings: Settings, directory: Path):
         directory,
         resource_function=_shape(settings).resource_function,
         default_role=settings.default_role,
+        allow_regex=settings.allow_regex_patterns,
     )
 
 
@@ -545,7 +546,9 @@ def _parse_since(value: str | None) -> tuple[datetime | None, int | None]:
 @click.option("--since", default=None, help="A revision (entries after it) or an ISO date/time.")
 @click.option("--limit", default=1000, show_default=True, type=click.IntRange(min=1))
 @click.option(
-    "--verify", is_flag=True, help="Check the hash chain; exit 1 at the first broken entry."
+    "--verify",
+    is_flag=True,
+    help="Check the hash chain and its recorded head; exit 1 when broken or truncated.",
 )
 @format_option(aliases=("text",))
 def changes(org: str | None, since: str | None, limit: int, verify: bool, output: str):
@@ -554,22 +557,29 @@ def changes(org: str | None, since: str | None, limit: int, verify: bool, output
     store = _open_store(settings)
     try:
         if verify:
-            broken = store.verify_chain()
+            verdict = store.verify_log()
+            broken, truncated = verdict.broken, verdict.truncated
             if output == "json":
                 click.echo(
                     json.dumps(
-                        {"intact": broken is None, "broken": broken.to_dict() if broken else None}
+                        {
+                            "intact": verdict.intact,
+                            "broken": broken.to_dict() if broken else None,
+                            "truncated": truncated.to_dict() if truncated else None,
+                        }
                     )
                 )
-            elif broken is None:
-                click.echo("change log intact")
-            else:
+            elif broken is not None:
                 click.echo(
                     f"change log broken at entry {broken.id} (revision {broken.revision}, "
                     f"{broken.operation} {format_rule(broken.rule)}): its hash or its link to "
                     "the previous entry does not match"
                 )
-            sys.exit(0 if broken is None else 1)
+            elif truncated is not None:
+                click.echo(f"change log truncated: {truncated.describe()}")
+            else:
+                click.echo("change log intact")
+            sys.exit(0 if verdict.intact else 1)
         moment, revision = _parse_since(since)
         entries = store.changes(org=org, since=moment, since_revision=revision, limit=limit)
     finally:

@@ -2,12 +2,14 @@
 
 Errors (exit 1): the CSV reader's problems (syntax, field-count, unknown-ptype, empty-value,
 bad-effect, casbin-misread, control-char, too-long, binary, encoding, too-large, unreadable,
-symlink-outside), pattern-invalid, pattern-star, role-cycle, role-depth, contradicted-allow (when
-provable) and global-membership (a user's `*` membership without the marker comment).
-Warnings: pattern-regex, pattern-relative, org-pattern, duplicate-rule, contradicted-allow (when
-not provable), role-unassigned (unless the file says `# rolegate: held-elsewhere ROLE`),
-role-unknown. Identifier and ownership errors: invalid-org-id, api-key-in-files.
-docs/policy-as-code.md explains each one.
+symlink-outside), pattern-invalid, pattern-star, pattern-regex (regular-expression syntax in a
+keyMatch2 pattern, unless allowed), pattern-unsupported (a regular expression the linear-time
+matcher cannot reproduce), role-cycle, role-depth, contradicted-allow (when provable) and
+global-membership (a user's `*` membership without the marker comment). Identifier and ownership
+errors: invalid-org-id, api-key-in-files.
+Warnings: pattern-regex (when allowed), pattern-relative, org-pattern, duplicate-rule,
+contradicted-allow (when not provable), role-unassigned (unless the file says
+`# rolegate: held-elsewhere ROLE`), role-unknown. docs/policy-as-code.md explains each one.
 """
 
 from __future__ import annotations
@@ -18,9 +20,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from casbin.util import key_match
-
 from ..engine.model import OWNER_ROLE
+from ..engine.patterns import casbin_error, domain_applies, validate_pattern
 from ..engine.snapshot import MAX_LINKS_FOLLOWED
 from ..identifiers import org_id_problem
 from ..rules import TEMPLATE_DOMAIN, Rule, format_rule
@@ -102,8 +103,12 @@ def lint_policy_dir(
     resource_function: str = "keyMatch2",
     owner_role: str | None = OWNER_ROLE,
     default_role: str | None = None,
+    allow_regex: bool = False,
 ) -> LintReport:
-    """Lint every policy file under `directory` (PolicyError when it is not a directory)."""
+    """Lint every policy file under `directory` (PolicyError when it is not a directory).
+
+    `allow_regex`: the deployment allows regular-expression syntax in resource patterns
+    (ROLEGATE_ALLOW_REGEX_PATTERNS); otherwise such a pattern is an error."""
     rules, problems = scan_policy_dir(Path(directory))
     issues = [_from_problem(problem) for problem in problems]
     issues += lint_rules(
@@ -111,6 +116,7 @@ def lint_policy_dir(
         resource_function=resource_function,
         owner_role=owner_role,
         default_role=default_role,
+        allow_regex=allow_regex,
     )
     return LintReport(tuple(sorted(set(issues))), tuple(rules))
 
@@ -122,9 +128,11 @@ def lint_rules(
     owner_role: str | None = OWNER_ROLE,
     default_role: str | None = None,
     line_reader: Callable[[str], list[str]] | None = None,
+    allow_regex: bool = False,
 ) -> list[LintIssue]:
     """The semantic checks over rules that parsed. `line_reader(path)` gives a file's lines."""
     context = _Context(sourced, resource_function, owner_role, default_role, line_reader)
+    context.allow_regex = allow_regex
     issues: list[LintIssue] = []
     for check in (
         _duplicates,
@@ -158,6 +166,7 @@ class _Context:
     def __init__(self, sourced, function, owner_role, default_role, line_reader):
         self.sourced: list[SourcedRule] = list(sourced)
         self.function = function
+        self.allow_regex = False
         self.owner_role = owner_role
         self.default_role = default_role
         self._line_reader = line_reader or _read_lines
@@ -198,7 +207,7 @@ class _Context:
         names = [org]
         if org != TEMPLATE_DOMAIN:
             names.append(TEMPLATE_DOMAIN)
-            names += [name for name in self.pattern_domains if key_match(org, name)]
+            names += [name for name in self.pattern_domains if domain_applies(org, name)]
         return names
 
     def view_links(self, org: str) -> dict[str, list[str]]:
@@ -273,12 +282,15 @@ def _resource_patterns(ctx: _Context) -> Iterable[LintIssue]:
         if pattern in seen:
             continue
         seen.add(pattern)
-        for code, severity, message in _pattern_findings(ctx.function, pattern):
+        for code, severity, message in _pattern_findings(ctx.function, pattern, ctx.allow_regex):
             yield ctx.issue(rule, code, severity, message, field=3)
 
 
-def _pattern_findings(function: str, pattern: str) -> list[tuple[str, str, str]]:
-    error = pattern_error(function, pattern)
+def _pattern_findings(
+    function: str, pattern: str, allow_regex: bool = False
+) -> list[tuple[str, str, str]]:
+    linear = function in ("keyMatch2", "regexMatch")  # checked by validate_pattern below
+    error = casbin_error(function, pattern) if linear else pattern_error(function, pattern)
     if error is not None:
         return [
             (
@@ -306,7 +318,11 @@ def _pattern_findings(function: str, pattern: str) -> list[tuple[str, str, str]]
                 )
             )
         metachars = sorted(set(pattern) & REGEX_METACHARS)
-        if metachars:
+        problem = validate_pattern(pattern, allow_regex=allow_regex, function=function)
+        if problem is not None and not stray:
+            code = "pattern-unsupported" if allow_regex else "pattern-regex"
+            findings.append((code, ERROR, f"resource pattern {problem}"))
+        elif metachars and problem is None:
             findings.append(
                 (
                     "pattern-regex",
@@ -315,6 +331,10 @@ def _pattern_findings(function: str, pattern: str) -> list[tuple[str, str, str]]
                     "keeps their regular-expression meaning (`.` matches any character)",
                 )
             )
+    if function == "regexMatch":
+        problem = validate_pattern(pattern, allow_regex=True, function=function)
+        if problem is not None:
+            findings.append(("pattern-unsupported", ERROR, f"resource pattern {problem}"))
     if not pattern.startswith("/") and pattern != "*" and function != "regexMatch":
         findings.append(
             (

@@ -1,7 +1,7 @@
 """`serve --watch-policies`: apply edits of the policy files to the store while the service runs.
 
-One watcher runs per service, in the `serve` process before gunicorn forks its workers (the
-gunicorn master), never in the workers. Every `interval` seconds it compares the files' stat
+One watcher runs per service, in the `serve` process before the server forks its workers (the
+master), never in the workers. Every `interval` seconds it compares the files' stat
 fingerprints; on a change it lints the directory and:
 
 - with errors: applies nothing, logs the error and records it in
@@ -100,6 +100,25 @@ def _file_managed(report: LintReport) -> set[Rule]:
     return {item.rule for item in report.rules if item.managed_by == MANAGED_BY_FILES}
 
 
+def policy_fingerprint(policy_dir: Path) -> tuple:
+    """Stat data of every policy file of `policy_dir` (and problems such as outside symlinks):
+    equal fingerprints mean unchanged files (also used by the shadow policy, rolegate.shadow)."""
+    try:
+        files, problems = _policy_files(policy_dir)
+    except OSError as exc:
+        return (("error", str(exc)),)
+    entries: list[tuple[object, ...]] = []
+    for path in files:
+        try:
+            stat = path.stat()
+            entries.append(
+                (str(path), stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size, stat.st_ino)
+            )
+        except OSError as exc:
+            entries.append((str(path), str(exc)))
+    return (tuple(entries), tuple(str(problem) for problem in problems))
+
+
 class PolicyWatcher:
     """Polls a policy directory and applies its changes to the store (see the module doc)."""
 
@@ -113,6 +132,7 @@ class PolicyWatcher:
         resource_function: str = "keyMatch2",
         default_role: str | None = None,
         interval: float = DEFAULT_INTERVAL,
+        allow_regex: bool = False,
     ):
         self.policy_dir = Path(policy_dir)
         self.store = store
@@ -120,6 +140,7 @@ class PolicyWatcher:
         self.model_path = Path(model_path)
         self.resource_function = resource_function
         self.default_role = default_role
+        self.allow_regex = allow_regex
         self.interval = interval
         self.last_error: str | None = None
         self._stop = threading.Event()
@@ -135,26 +156,14 @@ class PolicyWatcher:
 
     def fingerprint(self) -> tuple:
         """Stat data of every policy file (and problems such as outside symlinks)."""
-        try:
-            files, problems = _policy_files(self.policy_dir)
-        except OSError as exc:
-            return (("error", str(exc)),)
-        entries: list[tuple[object, ...]] = []
-        for path in files:
-            try:
-                stat = path.stat()
-                entries.append(
-                    (str(path), stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size, stat.st_ino)
-                )
-            except OSError as exc:
-                entries.append((str(path), str(exc)))
-        return (tuple(entries), tuple(str(problem) for problem in problems))
+        return policy_fingerprint(self.policy_dir)
 
     def _lint(self) -> LintReport:
         return lint_policy_dir(
             self.policy_dir,
             resource_function=self.resource_function,
             default_role=self.default_role,
+            allow_regex=self.allow_regex,
         )
 
     def _record(self, error: str | None) -> None:
@@ -284,5 +293,6 @@ def start_watcher(settings, *, interval: float = DEFAULT_INTERVAL) -> PolicyWatc
         resource_function=shape.resource_function,
         default_role=settings.default_role,
         interval=interval,
+        allow_regex=settings.allow_regex_patterns,
     )
     return watcher.start()

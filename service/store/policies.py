@@ -36,6 +36,7 @@ from .db import (
     NOTIFY_CHANNEL,
     OWNERS,
     STATE_ROW_ID,
+    STORE_TIMEOUT_S,
     VALUE_COLUMNS,
     VALUE_WIDTH,
     casbin_rule,
@@ -49,6 +50,7 @@ from .db import (
 from .schema import init_schema
 
 __all__ = [
+    "ChainVerdict",
     "ChangeEntry",
     "ChangeSet",
     "DomainReload",
@@ -591,8 +593,10 @@ class PolicyStore:
 
     # ---------------------------------------------------------------- transactions
 
-    def _transaction(self, *, write: bool) -> AbstractContextManager[sa.Connection]:
-        return transaction(self._engine, write=write)
+    def _transaction(
+        self, *, write: bool, timeout: float | None = STORE_TIMEOUT_S
+    ) -> AbstractContextManager[sa.Connection]:
+        return transaction(self._engine, write=write, timeout=timeout)
 
     def _current_revision(self, conn: sa.Connection, *, lock: bool) -> int:
         stmt = sa.select(policy_state.c.revision).where(policy_state.c.id == STATE_ROW_ID)
@@ -614,7 +618,7 @@ class PolicyStore:
 
     def load_all(self, progress: Callable[[int], None] | None = None) -> tuple[int, list[Rule]]:
         """The revision and every rule, read in one transaction. Order is unspecified."""
-        with self._transaction(write=False) as conn:
+        with self._transaction(write=False, timeout=None) as conn:  # the whole store: no bound
             revision = self._current_revision(conn, lock=False)
             rules = self._read_rules(conn, None, progress)
         return revision, rules
@@ -815,7 +819,9 @@ class PolicyStore:
                     f"{_describe(outside)}: outside the domains being replaced "
                     f"({', '.join(scope) or 'none'})"
                 )
-        with self._transaction(write=True) as conn:
+        # The whole store (an import) is not bounded in time; one org's rules are.
+        timeout = None if scope is None else STORE_TIMEOUT_S
+        with self._transaction(write=True, timeout=timeout) as conn:
             current = self._current_revision(conn, lock=True)
             if scope is None:
                 stored = self._read_rules(conn, None)
@@ -918,18 +924,9 @@ class PolicyStore:
                 progress(len(chunk))
 
         revision = current + 1
-        conn.execute(
-            sa.update(policy_state)
-            .where(policy_state.c.id == STATE_ROW_ID)
-            .values(revision=revision)
-        )
-
-        prev_hash = (
-            conn.execute(
-                sa.select(change_log.c.hash).order_by(change_log.c.id.desc()).limit(1)
-            ).scalar()
-            or GENESIS_HASH
-        )
+        # New entries chain from the recorded head, so entries deleted from the end stay a
+        # visible break even after later writes.
+        prev_hash = _chain_tip(conn)
         at = _format_at(datetime.now(UTC))
         entries = []
         # Removals first, then additions, each in canonical order (whatever the caller's order).
@@ -947,7 +944,14 @@ class PolicyStore:
                 entry["prev_hash"] = prev_hash
                 entry["hash"] = prev_hash = entry_hash(prev_hash, **_hash_fields(entry))
                 entries.append(entry)
-        conn.execute(sa.insert(change_log), entries)
+        if entries:
+            conn.execute(sa.insert(change_log), entries)
+        head = {"head_revision": revision, "head_hash": prev_hash} if entries else {}
+        conn.execute(
+            sa.update(policy_state)
+            .where(policy_state.c.id == STATE_ROW_ID)
+            .values(revision=revision, **head)
+        )
         if self._postgresql:
             # Delivered to every LISTENing worker when (and only if) this transaction commits.
             conn.execute(
@@ -1134,18 +1138,80 @@ class PolicyStore:
     def verify_chain(self) -> ChangeEntry | None:
         """The first entry whose hash or link to the previous entry is wrong; None when intact.
 
-        Detects edited and deleted entries (a deletion breaks the next entry's link); deleting
-        the newest entries cannot be detected from the log alone.
+        Detects edited and deleted entries (a deletion breaks the next entry's link). Deleting
+        the newest entries is `verify_log().truncated` (the stored head no longer matches).
         """
+        return self.verify_log().broken
+
+    def verify_log(self) -> ChainVerdict:
+        """The hash chain walked in one read, then its newest entry against the stored head."""
         stmt = sa.select(change_log).order_by(change_log.c.id)
         expected_prev = GENESIS_HASH
+        newest = None
         with self._transaction(write=False) as conn:
+            head = conn.execute(
+                sa.select(policy_state.c.head_revision, policy_state.c.head_hash).where(
+                    policy_state.c.id == STATE_ROW_ID
+                )
+            ).first()
             result = conn.execute(stmt, execution_options={"yield_per": 10_000})
             for row in result:
                 if row.prev_hash != expected_prev or _row_hash(row) != row.hash:
-                    return _entry(row)
+                    return ChainVerdict(broken=_entry(row))
                 expected_prev = row.hash
-        return None
+                newest = row
+        found = (newest.revision, newest.hash) if newest is not None else None
+        stored = (head.head_revision, head.head_hash) if head and head.head_hash else None
+        if stored != found:
+            return ChainVerdict(truncated=HeadMismatch(stored=stored, found=found))
+        return ChainVerdict()
+
+
+def _chain_tip(conn: sa.Connection) -> str:
+    """The hash new entries link to: the stored head, else the newest entry's, else genesis."""
+    head = conn.execute(
+        sa.select(policy_state.c.head_hash).where(policy_state.c.id == STATE_ROW_ID)
+    ).scalar()
+    if head:
+        return head
+    newest = conn.execute(
+        sa.select(change_log.c.hash).order_by(change_log.c.id.desc()).limit(1)
+    ).scalar()
+    return newest or GENESIS_HASH
+
+
+@dataclass(frozen=True)
+class HeadMismatch:
+    """The stored head (revision, hash) and the newest entry's; None where there is none."""
+
+    stored: tuple[int, str] | None
+    found: tuple[int, str] | None
+
+    def describe(self) -> str:
+        stored = f"revision {self.stored[0]}" if self.stored else "no entry"
+        found = f"revision {self.found[0]}" if self.found else "no entry"
+        return (
+            f"the change log ends at {found} but its recorded head is {stored}: "
+            "the newest entries were deleted (or the head was altered)"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        def side(value: tuple[int, str] | None) -> dict[str, Any] | None:
+            return {"revision": value[0], "hash": value[1]} if value else None
+
+        return {"stored_head": side(self.stored), "newest_entry": side(self.found)}
+
+
+@dataclass(frozen=True)
+class ChainVerdict:
+    """`verify_log`: a broken entry, a truncated end, or neither (intact)."""
+
+    broken: ChangeEntry | None = None
+    truncated: HeadMismatch | None = None
+
+    @property
+    def intact(self) -> bool:
+        return self.broken is None and self.truncated is None
 
 
 _HASHED_FIELDS = ("revision", "at", "actor", "operation", "ptype", "rule", "org")
