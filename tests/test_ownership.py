@@ -341,6 +341,11 @@ def test_export_then_import_is_a_no_op(env, store, tmp_path, include_api):
         assert "API-managed rule(s) not exported (--include-api" in result.output
     roles = (out / "roles.csv").read_text()
     assert "# rolegate: global-membership\ng, root, platform-admin, *" in roles
+    # Roles nobody in the exported files holds (pep: API keys; auditor: the API's ivan).
+    held = "pep" if include_api else "auditor, pep"
+    assert roles.startswith(f"# rolegate: held-elsewhere {held}\n")
+    lint = run("lint", str(out))
+    assert "0 errors, 0 warnings" in lint.output, lint.output
     # The sample's acme members are all API-managed: acme.csv exists only with --include-api.
     assert (out / "acme.csv").exists() == include_api
     if include_api:
