@@ -153,7 +153,7 @@ def _csv(header: list[str], rows: list[list[str]], filename: str) -> Response:
 # --------------------------------------------------------------------------- endpoints
 
 
-@bp.get("/v1/orgs/<org>/subjects/<subject>/permissions")
+@bp.get("/v1/orgs/<org>/subjects/<path:subject>/permissions")
 def permissions(org: str, subject: str):
     _core, snapshot, org = _audit_scope(org)
     subject = validate_text(subject, "subject")

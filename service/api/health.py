@@ -19,6 +19,17 @@ def healthz():
     return {"status": "ok"}
 
 
+STORE_RELOAD_FAILED = "the last reload from the policy store failed (details in the log)"
+
+
+def public_reload_error(core) -> str | None:
+    """The reload error an unauthenticated prober may see: the watcher's policy file error, or
+    that the store failed, never the database's host, port or driver message."""
+    if core.last_reload_error:
+        return STORE_RELOAD_FAILED
+    return read_reload_error(core.settings.data_path)
+
+
 @bp.get("/readyz")
 def readyz():
     core = get_core()
@@ -30,7 +41,7 @@ def readyz():
         "rules": snapshot.rule_count,
         "engine_mode": core.engine.mode,
         "engine_mode_reason": core.engine.shape.reason,
-        "last_reload_error": core.last_reload_error or read_reload_error(core.settings.data_path),
+        "last_reload_error": public_reload_error(core),
         # Decisions go on from memory while the store is unreachable: still ready, but stale.
         "stale": core.stale,
         "store_revision": core.store_revision,

@@ -12,6 +12,8 @@ from ..config import Settings
 from ..engine import CheckRequest, Engine
 from ..engine.explain import explain_denial
 from ..store import read_policy_dir
+from .common import org_first
+from .output import format_option, render
 
 
 def engine_for(settings: Settings, policy_dir: Path | None) -> Engine:
@@ -20,9 +22,9 @@ def engine_for(settings: Settings, policy_dir: Path | None) -> Engine:
     if policy_dir is not None:
         engine.load(0, [item.rule for item in read_policy_dir(policy_dir)])
         return engine
-    from ..store import PolicyStore
+    from .common import open_existing_store
 
-    store = PolicyStore.from_url(settings.database_url)
+    store = open_existing_store(settings)
     try:
         engine.load(*store.load_all())
     finally:
@@ -45,8 +47,8 @@ def denial_lines(reason: dict) -> list[str]:
 
 
 @click.command("check")
-@click.argument("subject")
 @click.argument("org")
+@click.argument("subject")
 @click.argument("resource")
 @click.argument("action")
 @click.option("--owner", default="", help="Subject id that owns the resource.")
@@ -57,23 +59,40 @@ def denial_lines(reason: dict) -> list[str]:
     default=None,
     help="Decide against these CSV files instead of the store.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
-def check(subject, org, resource, action, owner, explain, policy_dir, as_json):
-    """Decide SUBJECT ORG RESOURCE ACTION. Exit 0 allow, 1 deny, 2 error."""
+@format_option()
+@click.option("--json", "as_json", is_flag=True, hidden=True, help="Deprecated: --format json.")
+def check(org, subject, resource, action, owner, explain, policy_dir, output, as_json):
+    """Decide ORG SUBJECT RESOURCE ACTION. Exit 0 allow, 1 deny, 2 error.
+
+    (The old order SUBJECT ORG ... still works when it is unambiguous.)
+    """
     from ..core import validate_org, validate_text
 
+    engine = engine_for(Settings.from_env(), policy_dir)
+    org, subject = org_first(engine.snapshot, org, subject)
     validate_text(subject, "subject")
     validate_org(org)
     validate_text(resource, "resource", max_bytes=2048)
     validate_text(action, "action")
-    engine = engine_for(Settings.from_env(), policy_dir)
     request = CheckRequest(subject, org, resource, action, owner)
     decision = engine.check(request)
-    reason = {**decision.reason, **explain_denial(engine, request, decision)}
     if as_json:
+        click.echo("Warning: --json is deprecated: use --format json", err=True)
+        output = "json"
+    reason = {**decision.reason, **explain_denial(engine, request, decision)}
+    if output == "json":
         click.echo(json.dumps({"allowed": decision.allowed, "reason": reason}))
+    elif output == "csv":
+        click.echo(
+            render(
+                ["org", "subject", "resource", "action", "decision", "summary"],
+                [[org, subject, resource, action, _word(decision.allowed), reason["summary"]]],
+                "csv",
+                None,
+            )
+        )
     else:
-        click.echo("allow" if decision.allowed else "deny")
+        click.echo(_word(decision.allowed))
         if explain:
             click.echo(f"  {reason['summary']}")
             if reason.get("path"):
@@ -81,6 +100,10 @@ def check(subject, org, resource, action, owner, explain, policy_dir, as_json):
             for line in denial_lines(reason):
                 click.echo(f"  {line}")
     sys.exit(0 if decision.allowed else 1)
+
+
+def _word(allowed: bool) -> str:
+    return "allow" if allowed else "deny"
 
 
 COMMANDS = (check,)

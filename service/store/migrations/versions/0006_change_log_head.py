@@ -1,11 +1,11 @@
 """The change log's head (revision and hash of the newest entry) on `policy_state`.
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-12-02
 
 Existing logs get the head of their newest entry, so `rolegate changes --verify` detects any
-truncation from this upgrade on. The lead re-chains `down_revision` at merge (0005).
+truncation from this upgrade on.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006"
-down_revision = "0004"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
