@@ -23,7 +23,9 @@ from rolegate.config import REPO_ROOT
 from rolegate.engine import reads
 from rolegate.store import ChangeSet
 
-ATTACK_CSV = """# rolegate: global-membership
+# API-managed (seeded): the org admins under attack manage these rules through the admin API.
+ATTACK_CSV = """# rolegate: managed-by api
+# rolegate: global-membership
 g, root, platform-admin, *
 
 p, lead, globex, /members, manage, allow
@@ -234,6 +236,7 @@ def test_apikey_subjects_only_come_from_keys(live):
     past = (datetime.now(UTC) - timedelta(seconds=1)).isoformat(timespec="microseconds")
     with live.core.store.engine.begin() as conn:
         conn.execute(sa.update(api_keys).values(expires_at=past))
+    live.core.api_keys.reload_index()  # time passing: keys are answered from memory
     by_key = live.client.post(
         "/v1/check",
         {"resource": "/projects", "action": "create"},
@@ -527,6 +530,7 @@ def test_a_rule_that_breaks_every_check_is_removable_by_who_holds_the_rest(
             ]
         ),
         actor="cli:test",
+        managed_by="api",
     )
     live.core.refresh()
     assert not allowed(live, "bob", "globex", "/documents/1")  # every read fails closed

@@ -5,10 +5,11 @@ bad-effect, casbin-misread, control-char, too-long, binary, encoding, too-large,
 symlink-outside), pattern-invalid, pattern-star, pattern-regex (regular-expression syntax in a
 keyMatch2 pattern, unless allowed), pattern-unsupported (a regular expression the linear-time
 matcher cannot reproduce), role-cycle, role-depth, contradicted-allow (when provable) and
-global-membership (a user's `*` membership without the marker comment).
+global-membership (a user's `*` membership without the marker comment). Identifier and ownership
+errors: invalid-org-id, api-key-in-files.
 Warnings: pattern-regex (when allowed), pattern-relative, org-pattern, duplicate-rule,
-contradicted-allow (when not provable), role-unassigned, role-unknown. docs/policy-as-code.md
-explains each one.
+contradicted-allow (when not provable), role-unassigned (unless the file says
+`# rolegate: held-elsewhere ROLE`), role-unknown. docs/policy-as-code.md explains each one.
 """
 
 from __future__ import annotations
@@ -22,11 +23,15 @@ from pathlib import Path
 from ..engine.model import OWNER_ROLE
 from ..engine.patterns import casbin_error, domain_applies, validate_pattern
 from ..engine.snapshot import MAX_LINKS_FOLLOWED
+from ..identifiers import org_id_problem
 from ..rules import TEMPLATE_DOMAIN, Rule, format_rule
 from ..store.csvfiles import PolicyProblem, SourcedRule, scan_policy_dir
+from ..store.policies import is_api_key_link
 from .resources import REGEX_METACHARS, pattern_covers, pattern_error
 
 GLOBAL_MEMBERSHIP_MARKER = "# rolegate: global-membership"
+# Roles held through the admin API, tokens or an operator's global membership, not the files.
+HELD_ELSEWHERE_MARKER = "# rolegate: held-elsewhere"
 ERROR = "error"
 WARNING = "warning"
 
@@ -134,6 +139,7 @@ def lint_rules(
         _resource_patterns,
         _org_patterns,
         _global_memberships,
+        _identifiers,
         _cycles_and_depth,
         _contradicted_allows,
         _unassigned_roles,
@@ -374,6 +380,28 @@ def _global_memberships(ctx: _Context) -> Iterable[LintIssue]:
         )
 
 
+def _identifiers(ctx: _Context) -> Iterable[LintIssue]:
+    """Org ids of the one grammar (`rolegate.identifiers`); no API-key links in files."""
+    reported: set[tuple[str, str]] = set()
+    for item in ctx.first.values():
+        rule = item.rule
+        domain = rule[2] if rule[0] == "p" else rule[3]
+        if "*" not in domain and (item.location.path, domain) not in reported:
+            problem = org_id_problem(domain)
+            if problem is not None:
+                reported.add((item.location.path, domain))
+                field = 2 if rule[0] == "p" else 3
+                yield ctx.issue(rule, "invalid-org-id", ERROR, f"org {problem}", field=field)
+        if is_api_key_link(rule) or (rule[0] == "p" and rule[1].startswith("apikey:")):
+            yield ctx.issue(
+                rule,
+                "api-key-in-files",
+                ERROR,
+                f"`{rule[1]}` is an API key: a key and its roles are created together through "
+                "the admin API (`rolegate org keys create`), never in policy files",
+            )
+
+
 def _cycles_and_depth(ctx: _Context) -> Iterable[LintIssue]:
     reported: set[Rule] = set()
     reported_cycles: set[frozenset[str]] = set()
@@ -520,6 +548,25 @@ def _contradicted_allows(ctx: _Context) -> Iterable[LintIssue]:
             )
 
 
+def _held_elsewhere(ctx: _Context, path: str) -> set[str]:
+    """Roles a file declares as held outside the files (`# rolegate: held-elsewhere a, b`)."""
+    cache = ctx.__dict__.setdefault("_held_elsewhere", {})
+    if path not in cache:
+        cache[path] = _read_held_elsewhere(ctx, path)
+    return cache[path]
+
+
+def _read_held_elsewhere(ctx: _Context, path: str) -> set[str]:
+    names: set[str] = set()
+    for line in ctx.lines(path):
+        text = line.strip()
+        if text.lower().startswith(HELD_ELSEWHERE_MARKER):
+            names.update(
+                name.strip() for name in text[len(HELD_ELSEWHERE_MARKER) :].split(",") if name
+            )
+    return names
+
+
 def _unassigned_roles(ctx: _Context) -> Iterable[LintIssue]:
     builtin = {ctx.owner_role, ctx.default_role} - {None}
     seen: set[tuple[str, str]] = set()
@@ -528,6 +575,8 @@ def _unassigned_roles(ctx: _Context) -> Iterable[LintIssue]:
         if subject in builtin or (subject, domain) in seen:
             continue
         seen.add((subject, domain))
+        if subject in _held_elsewhere(ctx, ctx.first[rule].location.path):
+            continue
         if any(
             subject in ctx.links.get(name, {})
             or any(subject in roles for roles in ctx.links.get(name, {}).values())
@@ -568,6 +617,7 @@ def _unknown_roles(ctx: _Context) -> Iterable[LintIssue]:
 __all__ = [
     "ERROR",
     "GLOBAL_MEMBERSHIP_MARKER",
+    "HELD_ELSEWHERE_MARKER",
     "WARNING",
     "LintIssue",
     "LintReport",
