@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -476,3 +478,35 @@ def test_granted_roles_in_casbin_mode_equal_added_links(model, fuzz_seed, tmp_pa
             decision = engine.check(plain)
             message = describe(fuzz_seed, model, without, plain, decision, expected)
             assert_same(decision, expected, message)
+
+
+def run_cli(*args: str, model: Path, cwd: Path) -> subprocess.CompletedProcess:
+    environment = {
+        key: value for key, value in os.environ.items() if not key.startswith("ROLEGATE_")
+    }
+    environment.update(
+        ROLEGATE_MODEL=str(model),
+        ROLEGATE_DATABASE_URL=f"sqlite:///{cwd / 'store.db'}",
+        ROLEGATE_POLICY_DIR=str(REPO_ROOT / "policies"),
+    )
+    command = [sys.executable, "-c", "from rolegate.cli import main; main()", *args]
+    return subprocess.run(
+        command, cwd=cwd, env=environment, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_cli_serves_a_model_without_role_definition_and_refuses_what_casbin_refuses(tmp_path):
+    no_roles = next(model for model in MODELS if model.name == "no-role-definition")
+    path = tmp_path / "no-roles.conf"
+    path.write_text(no_roles.text())
+    linted = run_cli("lint", model=path, cwd=tmp_path)
+    assert linted.returncode == 0, linted.stderr
+    assert "Traceback" not in linted.stderr
+
+    refused = tmp_path / "refused.conf"
+    refused.write_text(
+        Model("refused", "casbin", PLAIN_MATCHER, effect="some(where  (p.eft == allow))").text()
+    )
+    result = run_cli("lint", model=refused, cwd=tmp_path)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Casbin refuses this model" in result.stderr and "Traceback" not in result.stderr
