@@ -341,10 +341,40 @@ def test_an_oversized_authorization_header_gets_the_json_400(served, size):
 # --------------------------------------------------------------------------- the worker's app
 
 
-def test_each_worker_freezes_its_loaded_policy_out_of_the_collector(live):
+def test_workers_stop_when_their_master_is_killed(tmp_path):
+    import os
+    import signal
+
+    instance = ServeProcess(tmp_path, f"sqlite:///{tmp_path / 'store.db'}", workers=2)
+    instance.start("--sync-policies")
+    workers = set(instance.worker_revisions(2))
+    instance.kill()  # SIGKILL: the master gets no chance to stop them
+
+    def gone(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        with open(f"/proc/{pid}/stat") as stat:  # a zombie has exited too
+            return stat.read().split(") ", 1)[1].startswith("Z")
+
+    try:
+        wait_for(lambda: all(gone(pid) for pid in workers), timeout=15)
+    finally:
+        for pid in workers:
+            if not gone(pid):
+                os.kill(pid, signal.SIGKILL)
+    with pytest.raises(OSError):
+        instance.client.get("/healthz")
+
+
+def test_each_worker_freezes_its_loaded_policy_out_of_the_collector(live, monkeypatch):
     import gc
 
+    from rolegate import server
     from rolegate.server import ServerOptions, worker_app
+
+    monkeypatch.setattr(server, "stop_with_the_master", lambda: None)  # this is pytest itself
 
     gc.unfreeze()
     assert gc.get_freeze_count() == 0
