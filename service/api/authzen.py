@@ -29,7 +29,7 @@ bp = Blueprint("authzen", __name__)
 
 WELL_KNOWN = "/.well-known/authzen-configuration"
 ORG_BASE = "/orgs/<org>"
-ATTRIBUTES = "/v1/orgs/<org>/subjects/<subject>/attributes"
+ATTRIBUTES = "/v1/orgs/<org>/subjects/<path:subject>/attributes"
 # Who may read and set subject attributes: the members permissions.
 READ_ATTRIBUTES = ("/members", "read")
 MANAGE_ATTRIBUTES = ("/members", "manage")
