@@ -6,16 +6,16 @@ It ties settings, identity, engine and store together and holds no web state:
     core.start(sync_policies=True)
     principal = core.authenticate("Bearer eyJ...")
     result = core.check(principal, parse_check_input({"resource": "/projects/1", "action": "read"}))
+    result.allowed, result.decision_id        # a DecisionResult (rolegate.results)
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import os
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from .config import Settings, shipped_path
 from .engine import CheckRequest, Decision, Engine, Snapshot, reads
 from .errors import Forbidden, InvalidRequest, ServiceUnavailable
 from .identity import Principal, TokenVerifier
+from .results import BatchResult, DecisionResult, new_decision_id
 from .store import ChangeSet, PolicyStore, read_policy_dir
 from .subject_attributes import SubjectAttributeStore, read_attributes_file
 from .sync import PolicySync
@@ -135,22 +136,8 @@ def refuse_role_subject(snapshot: Snapshot, principal: Principal) -> None:
         raise Forbidden(f"the caller is refused: {problem}", code="subject_is_role")
 
 
-def decision_payload(request: CheckRequest, decision: Decision, explain: bool) -> dict[str, Any]:
-    payload: dict[str, Any] = {
-        "allowed": decision.allowed,
-        "subject": request.subject,
-        "org": request.org,
-        "resource": request.resource,
-        "action": request.action,
-        "decision_id": os.urandom(16).hex(),
-        "revision": decision.revision,
-    }
-    if explain:
-        payload["reason"] = decision.reason
-    return payload
-
-
-DecisionListener = Callable[[Principal, CheckRequest, Decision, Mapping[str, Any]], None]
+# Called with every decision made (the decision log, metrics); never changes or aborts it.
+DecisionListener = Callable[[Principal, CheckRequest, Decision, DecisionResult], None]
 
 
 class Rolegate:
@@ -450,32 +437,34 @@ class Rolegate:
 
     # -- decisions ----------------------------------------------------------------------------
 
-    def _notify(self, principal: Principal, request: CheckRequest, decision: Decision, payload):
+    def _notify(self, principal: Principal, result: DecisionResult) -> None:
         for listener in self.decision_listeners:
             try:
-                listener(principal, request, decision, payload)
+                listener(principal, result.request, result.decision, result)
             except Exception:  # a listener (audit sink) never changes or aborts a decision
                 log.exception("decision listener failed")
 
-    def check(self, principal: Principal, check: CheckInput) -> dict[str, Any]:
+    def check(self, principal: Principal, check: CheckInput) -> DecisionResult:
+        """Decide `check` for `principal` (or on behalf of `check.subject`); listeners hear it."""
         request = self.request_as(principal, check)
         self.ensure_revision(check.min_revision)
         decision = self.engine.check(request)
-        payload = decision_payload(request, decision, check.explain)
-        self._notify(principal, request, decision, payload)
-        return payload
+        result = DecisionResult(request, decision, new_decision_id(), explain=check.explain)
+        self._notify(principal, result)
+        return result
 
-    def check_batch(self, principal: Principal, checks: Sequence[CheckInput]) -> dict[str, Any]:
+    def check_batch(self, principal: Principal, checks: Sequence[CheckInput]) -> BatchResult:
+        """Decide every check on one snapshot, in order; listeners hear each decision."""
         requests = [self.request_as(principal, check) for check in checks]
         wanted = [check.min_revision for check in checks if check.min_revision is not None]
         self.ensure_revision(max(wanted) if wanted else None)
         snapshot, decisions = self.engine.check_many(requests)
         results = []
         for check, request, decision in zip(checks, requests, decisions, strict=True):
-            payload = decision_payload(request, decision, check.explain)
-            self._notify(principal, request, decision, payload)
-            results.append(payload)
-        return {"results": results, "revision": snapshot.revision}
+            result = DecisionResult(request, decision, new_decision_id(), explain=check.explain)
+            self._notify(principal, result)
+            results.append(result)
+        return BatchResult(tuple(results), snapshot.revision)
 
     def is_allowed(self, subject: str, org: str, resource: str, action: str) -> Decision:
         """Decide for a subject directly (CLI, management API's own authorization)."""
@@ -501,9 +490,10 @@ def default_policy_dir() -> Path:
 
 __all__ = [
     "MAX_BATCH",
+    "BatchResult",
     "CheckInput",
+    "DecisionResult",
     "Rolegate",
-    "decision_payload",
     "parse_check_input",
     "refuse_role_subject",
     "validate_org",

@@ -36,6 +36,7 @@ from ..config import Settings
 from ..engine import CheckRequest, Decision
 from ..identity import Principal
 from ..logs import request_id_var
+from ..results import DecisionResult
 from ..rules import format_rule
 from ..store.db import decision_log as decision_log_table
 from ..store.db import transaction
@@ -81,7 +82,7 @@ def decision_record(
     principal: Principal,
     request: CheckRequest,
     decision: Decision,
-    payload: Mapping[str, Any],
+    result: DecisionResult,
     context: Mapping[str, str] | None = None,
     *,
     now: float | None = None,
@@ -90,7 +91,7 @@ def decision_record(
     context = context or {}
     return {
         "time": format_time(time.time() if now is None else now),
-        "decision_id": payload.get("decision_id"),
+        "decision_id": result.decision_id,
         "subject": request.subject,
         "org": request.org,
         "resource": request.resource,
@@ -356,7 +357,7 @@ class DecisionLog:
         principal: Principal,
         request: CheckRequest,
         decision: Decision,
-        payload: Mapping[str, Any],
+        result: DecisionResult,
     ) -> None:
         """Decision listener: buffer the decision for writing; drop (and count) when full."""
         try:
@@ -369,7 +370,7 @@ class DecisionLog:
                     principal,
                     request,
                     decision,
-                    payload,
+                    result,
                     REQUEST_CONTEXT.get(),
                     request_id_var.get(),
                 )
@@ -421,11 +422,11 @@ class DecisionLog:
 
     def _write(self, batch: list[tuple]) -> None:
         records, lines = [], []
-        for epoch, principal, request, decision, payload, context, request_id in batch:
+        for epoch, principal, request, decision, result, context, request_id in batch:
             try:
                 if request_id is not None:
                     context = {**(context or {}), "request_id": request_id}
-                record = decision_record(principal, request, decision, payload, context, now=epoch)
+                record = decision_record(principal, request, decision, result, context, now=epoch)
                 lines.append(_ENCODER.encode(record) + "\n")
                 records.append(record)
             except Exception:

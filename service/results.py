@@ -1,0 +1,93 @@
+"""What the core answers, as typed values (no transport): the front ends shape them into JSON.
+
+    result = core.check(principal, check)      # DecisionResult
+    result.allowed, result.decision_id, result.reason
+    batch = core.check_batch(principal, checks)    # BatchResult(results, revision)
+
+`rolegate.api.decisions.decision_json` is the HTTP answer of a result; `rolegate check` prints
+its own form of the same result.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from .engine import CheckRequest, Decision
+
+# Names the wire dict of /v1/check used: readable as result[name] for one release.
+_WIRE_NAMES = frozenset(
+    {"allowed", "subject", "org", "resource", "action", "decision_id", "revision", "reason"}
+)
+
+
+def new_decision_id() -> str:
+    return os.urandom(16).hex()
+
+
+class _ReadableByName:
+    """`result["allowed"]` as `result.allowed`: the dict-style reads of the old wire dicts keep
+    working for one release (new code reads attributes)."""
+
+    __slots__ = ()
+    _names: frozenset[str] = frozenset()
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._names:
+            raise KeyError(name)
+        return getattr(self, name)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return getattr(self, name) if name in self._names else default
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionResult(_ReadableByName):
+    """One decision of the core: the request decided, the engine's answer and the decision id.
+
+    `explain`: the caller asked for the reason (the HTTP answer then carries it).
+    """
+
+    request: CheckRequest
+    decision: Decision
+    decision_id: str
+    explain: bool = False
+    _names = _WIRE_NAMES
+
+    @property
+    def allowed(self) -> bool:
+        return self.decision.allowed
+
+    @property
+    def subject(self) -> str:
+        return self.request.subject
+
+    @property
+    def org(self) -> str:
+        return self.request.org
+
+    @property
+    def resource(self) -> str:
+        return self.request.resource
+
+    @property
+    def action(self) -> str:
+        return self.request.action
+
+    @property
+    def revision(self) -> int:
+        return self.decision.revision
+
+    @property
+    def reason(self) -> dict[str, Any]:
+        return self.decision.reason
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult(_ReadableByName):
+    """The decisions of one batch, in the order asked, all made on one policy revision."""
+
+    results: tuple[DecisionResult, ...]
+    revision: int
+    _names = frozenset({"results", "revision"})

@@ -1,0 +1,51 @@
+"""The core's typed answers (rolegate.results): what `Rolegate.check` returns, and its JSON form."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from rolegate.api.decisions import decision_json
+from rolegate.core import CheckInput, DecisionResult
+from rolegate.identity import Principal
+
+
+def test_check_returns_a_frozen_result_with_the_request_and_the_decision(core):
+    alice = Principal("alice", "acme", (), None, None)
+    result = core.check(alice, CheckInput(resource="/projects/1", action="delete", explain=True))
+    assert isinstance(result, DecisionResult)
+    assert (result.allowed, result.subject, result.org) == (True, "alice", "acme")
+    assert result.request.resource == "/projects/1" and result.decision.rule is not None
+    assert result.revision == core.engine.revision and len(result.decision_id) == 32
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.decision_id = "forged"  # type: ignore[misc]
+
+
+def test_the_json_answer_carries_the_reason_only_when_asked(core):
+    alice = Principal("alice", "acme", (), None, None)
+    plain = core.check(alice, CheckInput(resource="/projects/1", action="read"))
+    explained = core.check(alice, CheckInput(resource="/projects/1", action="read", explain=True))
+    assert "reason" not in decision_json(plain)
+    assert decision_json(explained)["reason"]["summary"].startswith("allowed by ")
+    assert decision_json(plain)["decision_id"] != decision_json(explained)["decision_id"]
+
+
+def test_listeners_hear_the_result_the_caller_gets(core):
+    heard = []
+    core.decision_listeners.append(lambda _p, _r, _d, result: heard.append(result))
+    batch = core.check_batch(
+        Principal("bob", "acme", (), None, None),
+        [CheckInput(resource=f"/projects/{i}", action="read") for i in range(3)],
+    )
+    assert heard == list(batch.results)
+    assert {result.revision for result in batch.results} == {batch.revision}
+
+
+def test_dict_style_reads_of_the_old_wire_dict_still_work_for_one_release(core):
+    result = core.check(
+        Principal("alice", "acme", (), None, None), CheckInput("/projects/1", "read")
+    )
+    assert result["allowed"] is True and result.get("decision_id") == result.decision_id
+    with pytest.raises(KeyError):
+        result["request"]  # only the wire names
