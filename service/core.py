@@ -28,7 +28,8 @@ from .config import Settings, shipped_path
 from .engine import CheckRequest, Decision, Engine, Snapshot, reads
 from .errors import Forbidden, InvalidRequest, ServiceUnavailable
 from .identity import Principal, TokenVerifier
-from .results import BatchResult, DecisionResult, new_decision_id
+from .policy.watch import read_reload_error
+from .results import BatchResult, DecisionResult, Readiness, new_decision_id
 from .store import ChangeSet, PolicyStore, read_policy_dir
 from .subject_attributes import SubjectAttributeStore, read_attributes_file
 from .sync import PolicySync
@@ -285,6 +286,23 @@ class Rolegate:
         if self.store_revision is None:
             return None
         return max(0, self.store_revision - self.engine.revision)
+
+    def readiness(self) -> Readiness:
+        """What `/readyz` reports for this process."""
+        snapshot = self.engine.snapshot
+        return Readiness(
+            ready=self.loaded,
+            revision=snapshot.revision,
+            rules=snapshot.rule_count,
+            engine_mode=self.engine.mode,
+            engine_mode_reason=self.engine.shape.reason,
+            last_reload_error=self.last_reload_error or read_reload_error(self.settings.data_path),
+            stale=self.stale,
+            store_revision=self.store_revision,
+            lag=self.lag,
+            revision_applied_at=self.revision_applied_at,
+            listening=bool(self.sync and self.sync.listening),
+        )
 
     def ensure_revision(self, min_revision: int | None) -> None:
         """Read-your-writes: wait (bounded) until the engine has `min_revision`, else 503."""

@@ -3,6 +3,7 @@
     result = core.check(principal, check)      # DecisionResult
     result.allowed, result.decision_id, result.reason
     batch = core.check_batch(principal, checks)    # BatchResult(results, revision)
+    core.readiness()                               # Readiness: what /readyz reports
 
 `rolegate.api.decisions.decision_json` is the HTTP answer of a result; `rolegate check` prints
 its own form of the same result.
@@ -91,3 +92,23 @@ class BatchResult(_ReadableByName):
     results: tuple[DecisionResult, ...]
     revision: int
     _names = frozenset({"results", "revision"})
+
+
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    """Where this process stands: policy loaded, revision, engine mode, contact with the store.
+
+    Decisions go on from memory while the store is unreachable: still `ready`, but `stale`.
+    """
+
+    ready: bool
+    revision: int
+    rules: int
+    engine_mode: str
+    engine_mode_reason: str
+    last_reload_error: str | None
+    stale: bool
+    store_revision: int | None
+    lag: int | None
+    revision_applied_at: float | None  # time.time() of the last snapshot swap
+    listening: bool  # PostgreSQL LISTEN connection up

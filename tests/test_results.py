@@ -49,3 +49,14 @@ def test_dict_style_reads_of_the_old_wire_dict_still_work_for_one_release(core):
     assert result["allowed"] is True and result.get("decision_id") == result.decision_id
     with pytest.raises(KeyError):
         result["request"]  # only the wire names
+
+
+def test_readiness_is_what_readyz_reports(core):
+    from rolegate.api import create_app
+
+    readiness = core.readiness()
+    assert readiness.ready and readiness.revision == core.engine.revision and not readiness.stale
+    body = create_app(core=core, follow_store=False).test_client().get("/readyz").get_json()
+    assert {k: v for k, v in body.items() if k != "worker"} == dataclasses.asdict(readiness)
+    core.note_store_error("store down")
+    assert core.readiness().stale and core.readiness().ready  # decisions go on from memory

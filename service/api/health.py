@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 from flask import Blueprint, Response, current_app
 
 from .. import metrics
-from ..policy.watch import read_reload_error
 from .context import get_core
 from .openapi import json_response, openapi_document
 
@@ -21,25 +21,9 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    core = get_core()
-    snapshot = core.engine.snapshot
-    ready = core.loaded
-    body = {
-        "ready": ready,
-        "revision": snapshot.revision,
-        "rules": snapshot.rule_count,
-        "engine_mode": core.engine.mode,
-        "engine_mode_reason": core.engine.shape.reason,
-        "last_reload_error": core.last_reload_error or read_reload_error(core.settings.data_path),
-        # Decisions go on from memory while the store is unreachable: still ready, but stale.
-        "stale": core.stale,
-        "store_revision": core.store_revision,
-        "lag": core.lag,
-        "revision_applied_at": core.revision_applied_at,
-        "listening": bool(core.sync and core.sync.listening),
-        "worker": os.getpid(),
-    }
-    return body, 200 if ready else 503
+    readiness = get_core().readiness()
+    body = {**dataclasses.asdict(readiness), "worker": os.getpid()}
+    return body, 200 if readiness.ready else 503
 
 
 @bp.get("/metrics")
