@@ -53,6 +53,7 @@ CHECK_FIELDS = {
     "min_revision": False,
     "subject": False,
 }
+IN_MEMORY_STORE_URL = "sqlite://"  # Rolegate.offline over a policy dir
 # Deciding for a subject other than the caller's own (a PEP): this permission in the org.
 AUTHZEN_RESOURCE = "/authzen"
 EVALUATE_ACTION = "evaluate"
@@ -180,6 +181,26 @@ class Rolegate:
         core.decision_log = DecisionLog.from_settings(settings, store.engine)
         if core.decision_log is not None:
             core.decision_listeners.append(core.decision_log.record)
+        return core
+
+    @classmethod
+    def offline(cls, settings: Settings, policy_dir: Path | None = None) -> Rolegate:
+        """A loaded core for one-shot commands (`rolegate check`, the audit views): no token
+        verifier, no decision log, no sync. It decides over the configured store, or over the
+        rules of `policy_dir` (imported into a private in-memory store), exactly as the service
+        does. Close it when done."""
+        engine = Engine.from_model_file(settings.model_path, default_role=settings.default_role)
+        if policy_dir is None:
+            core = cls(settings, engine, PolicyStore.from_url(settings.database_url))
+            core.start()
+            return core
+        settings = settings.replace(policy_dir=str(policy_dir))
+        core = cls(settings, engine, PolicyStore.from_url(IN_MEMORY_STORE_URL))
+        try:
+            core.start(sync_policies=True)
+        except BaseException:
+            core.close()
+            raise
         return core
 
     # -- policy lifecycle ---------------------------------------------------------------------
@@ -483,6 +504,23 @@ class Rolegate:
             self._notify(principal, result)
             results.append(result)
         return BatchResult(tuple(results), snapshot.revision)
+
+    def check_as(
+        self,
+        subject: str,
+        org: str,
+        resource: str,
+        action: str,
+        *,
+        owner: str = "",
+        explain: bool = False,
+    ) -> DecisionResult:
+        """`check` as `subject` itself would ask it in `org` (no token roles): `rolegate check`."""
+        kind = "api_key" if subject.startswith(API_KEY_PREFIX) else "user"
+        principal = Principal(subject, org, (), None, None, kind=kind)
+        return self.check(
+            principal, CheckInput(resource, action, org=org, owner=owner, explain=explain)
+        )
 
     def is_allowed(self, subject: str, org: str, resource: str, action: str) -> Decision:
         """Decide for a subject directly (CLI, management API's own authorization)."""

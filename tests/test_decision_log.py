@@ -204,7 +204,9 @@ def test_search_filters_newest_first(kind, db_engine, tmp_path):
     record(decision_log, "carol", False, "/projects/2", "delete")
     record(decision_log, "bob", False, "/documents/1", "delete")
     other = CheckRequest("bob", "globex", "/projects/1", "read")
-    decision_log.record(PRINCIPAL, other, Decision(True, 3), {"decision_id": "g"})
+    decision_log.record(
+        PRINCIPAL, other, Decision(True, 3), DecisionResult(other, Decision(True, 3), "g")
+    )
     decision_log.flush()
 
     def search(**filters):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 
@@ -60,3 +61,45 @@ def test_readiness_is_what_readyz_reports(core):
     assert {k: v for k, v in body.items() if k != "worker"} == dataclasses.asdict(readiness)
     core.note_store_error("store down")
     assert core.readiness().stale and core.readiness().ready  # decisions go on from memory
+
+
+def test_rolegate_check_makes_the_decision_v1_check_makes(core, env):
+    from click.testing import CliRunner
+
+    from rolegate.api import create_app
+    from rolegate.cli import main
+    from rolegate.config import REPO_ROOT
+    from rolegate.identity import mint_token
+
+    client = create_app(core=core, follow_store=False).test_client()
+    policies = str(REPO_ROOT / "policies")
+    for subject, resource, action in [
+        ("bob", "/documents/3", "update"),
+        ("carol", "/projects/1", "delete"),
+        ("alice", "/projects/42", "delete"),
+    ]:
+        token = mint_token(core.settings, subject=subject, org="acme")
+        http = client.post(
+            "/v1/check",
+            json={"resource": resource, "action": action, "owner": "bob", "explain": True},
+            headers={"Authorization": f"Bearer {token}"},
+        ).get_json()
+        args = ["check", subject, "acme", resource, action, "--owner", "bob", "--json"]
+        cli = CliRunner().invoke(main, [*args, "--policy-dir", policies])
+        assert cli.exit_code == (0 if http["allowed"] else 1)
+        assert json.loads(cli.output) == {"allowed": http["allowed"], "reason": http["reason"]}
+
+
+def test_rolegate_check_refuses_a_role_as_subject_like_v1_check(env):
+    # Casbin's g(x, x, dom) is true: asking as the role itself would hold the role's rules.
+    from click.testing import CliRunner
+
+    from rolegate.cli import main
+    from rolegate.config import REPO_ROOT
+
+    policies = str(REPO_ROOT / "policies")
+    result = CliRunner().invoke(
+        main, ["check", "admin", "acme", "/projects/1", "delete", "--policy-dir", policies]
+    )
+    assert result.exit_code == 2
+    assert "is a role in the policy" in result.output

@@ -1,4 +1,5 @@
-"""`rolegate check`: decide offline against the store or a policy directory."""
+"""`rolegate check`: decide offline against the store or a policy directory, through the core
+(`Rolegate.offline`, `Rolegate.check`): the same decision `/v1/check` makes."""
 
 from __future__ import annotations
 
@@ -9,24 +10,17 @@ from pathlib import Path
 import click
 
 from ..config import Settings
-from ..engine import CheckRequest, Engine
-from ..store import read_policy_dir
+from ..core import MAX_RESOURCE_BYTES, Rolegate
+from ..engine import Engine
+from ..validation import validate_org, validate_text
 
 
 def engine_for(settings: Settings, policy_dir: Path | None) -> Engine:
-    """An engine loaded from `policy_dir` when given, else from the configured store."""
-    engine = Engine.from_model_file(settings.model_path, default_role=settings.default_role)
-    if policy_dir is not None:
-        engine.load(0, [item.rule for item in read_policy_dir(policy_dir)])
-        return engine
-    from ..store import PolicyStore
-
-    store = PolicyStore.from_url(settings.database_url)
-    try:
-        engine.load(*store.load_all())
-    finally:
-        store.dispose()
-    return engine
+    """An engine loaded from `policy_dir` when given, else from the configured store (the
+    engine of `Rolegate.offline`; the audit views read it)."""
+    core = Rolegate.offline(settings, policy_dir)
+    core.close()
+    return core.engine
 
 
 @click.command("check")
@@ -45,24 +39,25 @@ def engine_for(settings: Settings, policy_dir: Path | None) -> Engine:
 @click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
 def check(subject, org, resource, action, owner, explain, policy_dir, as_json):
     """Decide SUBJECT ORG RESOURCE ACTION. Exit 0 allow, 1 deny, 2 error."""
-    from ..core import validate_org, validate_text
-
     validate_text(subject, "subject")
     validate_org(org)
-    validate_text(resource, "resource", max_bytes=2048)
+    validate_text(resource, "resource", max_bytes=MAX_RESOURCE_BYTES)
     validate_text(action, "action")
-    engine = engine_for(Settings.from_env(), policy_dir)
-    decision = engine.check(CheckRequest(subject, org, resource, action, owner))
+    core = Rolegate.offline(Settings.from_env(), policy_dir)
+    try:  # the decision /v1/check makes for this subject (Rolegate.check)
+        result = core.check_as(subject, org, resource, action, owner=owner, explain=explain)
+    finally:
+        core.close()
     if as_json:
-        click.echo(json.dumps({"allowed": decision.allowed, "reason": decision.reason}))
+        click.echo(json.dumps({"allowed": result.allowed, "reason": result.reason}))
     else:
-        click.echo("allow" if decision.allowed else "deny")
+        click.echo("allow" if result.allowed else "deny")
         if explain:
-            reason = decision.reason
+            reason = result.reason
             click.echo(f"  {reason['summary']}")
             if reason.get("path"):
                 click.echo(f"  path: {reason['path']}")
-    sys.exit(0 if decision.allowed else 1)
+    sys.exit(0 if result.allowed else 1)
 
 
 COMMANDS = (check,)
