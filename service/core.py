@@ -178,7 +178,7 @@ class Rolegate:
             for warning in verifier.startup_warnings():
                 log.warning(warning)
         core = cls(settings, engine, store, verifier)
-        core.decision_log = DecisionLog.from_settings(settings, store.engine)
+        core.decision_log = DecisionLog.from_settings(settings, store.sql_engine)
         if core.decision_log is not None:
             core.decision_listeners.append(core.decision_log.record)
         return core
@@ -377,12 +377,12 @@ class Rolegate:
     @functools.cached_property
     def api_keys(self) -> ApiKeyStore:
         """The API key table (same database as the policy store)."""
-        return ApiKeyStore.from_settings(self.store.engine, self.settings)
+        return ApiKeyStore.from_settings(self.store.sql_engine, self.settings)
 
     @functools.cached_property
     def subject_attributes(self) -> SubjectAttributeStore:
         """Subject attributes, the PIP of AuthZEN requests (same database as the store)."""
-        return SubjectAttributeStore(self.store.engine)
+        return SubjectAttributeStore(self.store.sql_engine)
 
     def catch_up(self, revision: int, changes: ChangeSet) -> None:
         """After this process wrote `changes` as `revision`: decide with them from now on."""

@@ -92,7 +92,7 @@ class PolicySync:
         return cls(
             core,
             poll_interval=core.settings.poll_interval,
-            listen=core.store.engine.dialect.name == "postgresql",
+            listen=core.store.sql_engine.dialect.name == "postgresql",
         )
 
     @property

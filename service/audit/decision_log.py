@@ -226,8 +226,8 @@ class DatabaseSink:
 
     name = "database"
 
-    def __init__(self, engine: sa.Engine, retention_days: int = 30, *, clock=time.time):
-        self.engine = engine
+    def __init__(self, sql_engine: sa.Engine, retention_days: int = 30, *, clock=time.time):
+        self.sql_engine = sql_engine
         self.retention_days = retention_days
         self._clock = clock
         self._next_prune = 0.0
@@ -246,7 +246,7 @@ class DatabaseSink:
             }
             for record, line in zip(records, lines, strict=True)
         ]
-        with self.engine.begin() as conn:
+        with self.sql_engine.begin() as conn:
             conn.execute(sa.insert(decision_log_table), rows)
         if self._clock() >= self._next_prune:
             self.prune()
@@ -257,7 +257,7 @@ class DatabaseSink:
         if self.retention_days <= 0:
             return 0
         cutoff = format_time(self._clock() - timedelta(days=self.retention_days).total_seconds())
-        with self.engine.begin() as conn:
+        with self.sql_engine.begin() as conn:
             result = conn.execute(
                 sa.delete(decision_log_table).where(decision_log_table.c.at < cutoff)
             )
@@ -294,7 +294,7 @@ class DatabaseSink:
         if until is not None:
             stmt = stmt.where(table.c.at <= format_time(until.timestamp()))
         stmt = stmt.order_by(table.c.at.desc(), table.c.id.desc()).limit(limit)
-        with transaction(self.engine, write=False, what="decision log") as conn:
+        with transaction(self.sql_engine, write=False, what="decision log") as conn:
             return [json.loads(row.record) for row in conn.execute(stmt)]
 
     def close(self) -> None:
@@ -337,7 +337,7 @@ class DecisionLog:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, engine: sa.Engine | None = None
+        cls, settings: Settings, sql_engine: sa.Engine | None = None
     ) -> DecisionLog | None:
         """The configured log, or None when no sink is configured."""
         sinks: list[Sink] = []
@@ -346,8 +346,8 @@ class DecisionLog:
             sinks.append(StreamSink())
         elif target:
             sinks.append(FileSink(target))
-        if settings.decision_log_db and engine is not None:
-            sinks.append(DatabaseSink(engine, settings.decision_log_retention_days))
+        if settings.decision_log_db and sql_engine is not None:
+            sinks.append(DatabaseSink(sql_engine, settings.decision_log_retention_days))
         return cls(sinks) if sinks else None
 
     # -- the hot path -------------------------------------------------------------------------
