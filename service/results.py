@@ -12,6 +12,7 @@ its own form of the same result.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,13 +48,15 @@ class _ReadableByName:
 class DecisionResult(_ReadableByName):
     """One decision of the core: the request decided, the engine's answer and the decision id.
 
-    `explain`: the caller asked for the reason (the HTTP answer then carries it).
+    `explain`: the caller asked for the reason (the HTTP answer then carries it); `denial`: for
+    an explained denial, what would allow it (`rolegate.engine.explain.explain_denial`).
     """
 
     request: CheckRequest
     decision: Decision
     decision_id: str
     explain: bool = False
+    denial: Mapping[str, Any] | None = None
     _names = _WIRE_NAMES
 
     @property
@@ -82,7 +85,8 @@ class DecisionResult(_ReadableByName):
 
     @property
     def reason(self) -> dict[str, Any]:
-        return self.decision.reason
+        """The engine's explanation, plus what would allow an explained denial."""
+        return {**self.decision.reason, **(self.denial or {})}
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +103,8 @@ class Readiness:
     """Where this process stands: policy loaded, revision, engine mode, contact with the store.
 
     Decisions go on from memory while the store is unreachable: still `ready`, but `stale`.
+    `last_reload_error` is what an unauthenticated prober may see: the watcher's policy file
+    error, or that the store failed (never the database's host, port or driver message).
     """
 
     ready: bool
@@ -112,3 +118,4 @@ class Readiness:
     lag: int | None
     revision_applied_at: float | None  # time.time() of the last snapshot swap
     listening: bool  # PostgreSQL LISTEN connection up
+    shadow: Mapping[str, Any] | None = None  # ROLEGATE_SHADOW_POLICY_DIR: the candidate's status

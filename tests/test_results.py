@@ -84,7 +84,7 @@ def test_rolegate_check_makes_the_decision_v1_check_makes(core, env):
             json={"resource": resource, "action": action, "owner": "bob", "explain": True},
             headers={"Authorization": f"Bearer {token}"},
         ).get_json()
-        args = ["check", subject, "acme", resource, action, "--owner", "bob", "--json"]
+        args = ["check", "acme", subject, resource, action, "--owner", "bob", "--format", "json"]
         cli = CliRunner().invoke(main, [*args, "--policy-dir", policies])
         assert cli.exit_code == (0 if http["allowed"] else 1)
         assert json.loads(cli.output) == {"allowed": http["allowed"], "reason": http["reason"]}
@@ -99,7 +99,7 @@ def test_rolegate_check_refuses_a_role_as_subject_like_v1_check(env):
 
     policies = str(REPO_ROOT / "policies")
     result = CliRunner().invoke(
-        main, ["check", "admin", "acme", "/projects/1", "delete", "--policy-dir", policies]
+        main, ["check", "acme", "admin", "/projects/1", "delete", "--policy-dir", policies]
     )
     assert result.exit_code == 2
     assert "is a role in the policy" in result.output

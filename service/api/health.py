@@ -8,6 +8,7 @@ import os
 from flask import Blueprint, Response, current_app
 
 from .. import metrics
+from ..core import STORE_RELOAD_FAILED as STORE_RELOAD_FAILED  # its former home
 from .context import get_core
 from .openapi import json_response, openapi_document
 
@@ -51,7 +52,8 @@ OPENAPI_PATHS = {
             "summary": "Readiness: policy loaded, revision, lag behind the store, staleness",
             "description": "Ready (200) once the policy is loaded, also while the database is "
             "down (`stale: true`: decisions are served from memory). `lag` is the number of "
-            "revisions the store is ahead of this worker as last seen; `worker` the process id.",
+            "revisions the store is ahead of this worker as last seen; `worker` the process id; "
+            "`shadow` the shadow policy's revision, load error and counters (null without one).",
             "security": [],
             "responses": {
                 "200": json_response("ready", _STATUS),

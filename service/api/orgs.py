@@ -51,14 +51,14 @@ def list_members(org: str):
     return admin.list_members(who, org, limit=page_limit(request.args.get("limit")), after=after)
 
 
-@bp.put("/v1/orgs/<org>/members/<subject>")
+@bp.put("/v1/orgs/<org>/members/<path:subject>")
 def set_member(org: str, subject: str):
     admin, who = _admin()
     body = validate_fields(json_body(), ("roles",))
     return admin.set_member_roles(who, org, subject, body["roles"])
 
 
-@bp.delete("/v1/orgs/<org>/members/<subject>")
+@bp.delete("/v1/orgs/<org>/members/<path:subject>")
 def remove_member(org: str, subject: str):
     admin, who = _admin()
     return admin.remove_member(who, org, subject)

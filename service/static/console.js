@@ -343,12 +343,44 @@
     setStatus(rows.length + " decisions, newest first.");
   }
 
+  async function showShadow() {
+    let data;
+    try {
+      data = await apiJson(orgPath("/shadow/disagreements?limit=200"));
+    } catch (error) {
+      if (error.code === "shadow_disabled") {
+        replaceRows(document.getElementById("shadow-table"), [emptyRow(7, error.message)]);
+        setStatus("No shadow policy on this server.");
+        return;
+      }
+      throw error;
+    }
+    document.getElementById("shadow-revision").textContent =
+      "Shadow policy " + (data.shadow.revision || "(not loaded)") +
+      (data.shadow.error ? " — " + data.shadow.error : "") +
+      ": decisions it answers differently, in this worker.";
+    const rows = data.disagreements.map((d) =>
+      el("tr", {},
+        el("td", { text: String(d.time).replace("T", " ").slice(0, 23) }),
+        el("td", {}, subjectLink(d.subject, "user")),
+        el("td", { text: d.action }),
+        el("td", { text: d.resource }),
+        el("td", { className: "cell " + (d.shadow.allowed ? "allow" : "deny"),
+          text: d.direction === "grant" ? "would allow" : "would deny" }),
+        el("td", {}, el("code", { text: d.live.rule || "" })),
+        el("td", {}, el("code", { text: d.shadow.rule || "" }))));
+    replaceRows(document.getElementById("shadow-table"),
+      rows.length ? rows : [emptyRow(7, "No disagreements.")]);
+    setStatus(rows.length + " disagreements, newest first.");
+  }
+
   const views = {
     members: showMembers,
     matrix: showMatrix,
     "who-can": async () => document.getElementById("who-can-resource").focus(),
     changes: showChanges,
     decisions: showDecisions,
+    shadow: showShadow,
   };
 
   function selectView() {
@@ -361,7 +393,7 @@
       if (tab.dataset.tab === view) tab.setAttribute("aria-current", "page");
       else tab.removeAttribute("aria-current");
     }
-    if (!loaded.has(view) || view === "changes" || view === "decisions") {
+    if (!loaded.has(view) || view === "changes" || view === "decisions" || view === "shadow") {
       loaded.add(view);
       setStatus("Loading…");
       views[view]().catch(fail);
@@ -393,6 +425,7 @@
       event.preventDefault();
       showDecisions().catch(fail);
     };
+    document.getElementById("shadow-refresh").onclick = () => showShadow().catch(fail);
     selectView();
   }
 
