@@ -323,6 +323,13 @@ class OrgAdmin:
         """
         if base is None:
             return
+        if not before.shape.org_scoped:
+            raise Forbidden(
+                "this model lets rules of one org apply to others "
+                f"({before.shape.reason}), so a change cannot be bounded to org {org!r}: "
+                "admin API changes are refused; edit the policy files instead",
+                code="guard_unsupported_model",
+            )
         holders: list[tuple[str, tuple[str, ...]]]
         if subjects is None:
             names = reads.names_in(before, org) | reads.names_in(after, org)

@@ -389,7 +389,10 @@ def default_home(environ: Mapping[str, str] | None = None) -> Path:
     base = environ.get("XDG_DATA_HOME", "").strip()
     if base and Path(base).is_absolute():
         return Path(base) / "rolegate"
-    return Path.home() / ".local" / "share" / "rolegate"
+    try:
+        return Path.home() / ".local" / "share" / "rolegate"
+    except RuntimeError:  # no HOME and no passwd entry (some containers): set ROLEGATE_HOME
+        return Path("/var/lib/rolegate")
 
 
 @dataclass(frozen=True)

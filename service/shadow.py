@@ -33,6 +33,7 @@ from .apikeys import SUBJECT_PREFIX as API_KEY_PREFIX
 from .audit.decision_log import REQUEST_CONTEXT, DecisionLog, decision_record, format_time
 from .core import role_subject_problem
 from .engine import CheckRequest, Decision, Engine
+from .errors import ConfigError
 from .identity import Principal
 from .logs import request_id_var
 from .rules import format_rule
@@ -354,6 +355,11 @@ def from_settings(settings, decision_log: DecisionLog | None = None) -> ShadowEv
     """The evaluator for `ROLEGATE_SHADOW_POLICY_DIR`, or None when it is unset."""
     if not settings.shadow_policy_dir:
         return None
+    if not Path(settings.shadow_policy_dir).is_dir():
+        raise ConfigError(
+            f"ROLEGATE_SHADOW_POLICY_DIR: {settings.shadow_policy_dir} is not a directory "
+            "(a candidate policy directory, like ROLEGATE_POLICY_DIR)"
+        )
     policy = ShadowPolicy(
         settings.shadow_policy_dir,
         model_path=settings.model_path,

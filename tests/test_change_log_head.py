@@ -102,7 +102,7 @@ def test_the_migration_records_the_head_of_an_existing_log(store: PolicyStore, s
     from rolegate.store.schema import alembic_config, upgrade
 
     with store.engine.begin() as conn:  # back to the schema before 0006, entries kept
-        command.downgrade(alembic_config(conn), "0004")
+        command.downgrade(alembic_config(conn), "0005")
     upgrade(store.engine)
     assert store.verify_log().intact
     delete_newest(store, 1)

@@ -341,6 +341,11 @@ def test_export_then_import_is_a_no_op(env, store, tmp_path, include_api):
         assert "API-managed rule(s) not exported (--include-api" in result.output
     roles = (out / "roles.csv").read_text()
     assert "# rolegate: global-membership\ng, root, platform-admin, *" in roles
+    # Roles nobody in the exported files holds (pep: API keys; auditor: the API's ivan).
+    held = "pep" if include_api else "auditor, pep"
+    assert roles.startswith(f"# rolegate: held-elsewhere {held}\n")
+    lint = run("lint", str(out))
+    assert "0 errors, 0 warnings" in lint.output, lint.output
     # The sample's acme members are all API-managed: acme.csv exists only with --include-api.
     assert (out / "acme.csv").exists() == include_api
     if include_api:
@@ -454,3 +459,34 @@ def test_revoking_a_key_drops_even_a_link_marked_as_file_managed(settings):
         assert link not in owners(core.store)
     finally:
         core.close()
+
+
+def test_bulk_cannot_change_a_file_member_and_applies_the_rest(settings, tmp_path):
+    policies = tmp_path / "policies"
+    shutil.copytree(SAMPLE, policies, ignore=shutil.ignore_patterns("tests"))
+    (policies / "acme.csv").write_text(
+        (policies / "acme.csv").read_text() + "# rolegate: managed-by files\ng, gil, viewer, acme\n"
+    )
+    core = Rolegate.from_settings(settings.replace(policy_dir=str(policies)), with_identity=False)
+    try:
+        core.start(sync_policies=True)
+        items = [{"subject": "gil", "roles": ["editor"]}, {"subject": "zoe", "roles": ["viewer"]}]
+        result = OrgAdmin(core).bulk_set_roles(Caller.operator("ops"), "acme", items)
+        statuses = [(item["subject"], item["status"]) for item in result["results"]]
+        assert statuses == [("gil", "error"), ("zoe", "ok")]
+        assert result["results"][0]["error"]["code"] == "managed_by_files"
+        found = owners(core.store)
+        assert found[("g", "gil", "viewer", "acme")] == "files"
+        assert ("g", "gil", "editor", "acme") not in found and found[ZOE] == "api"
+    finally:
+        core.close()
+
+
+def test_import_refuses_api_key_links_in_files_with_file_and_line(env, store, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(SAMPLE, bad, ignore=shutil.ignore_patterns("tests"))
+    (bad / "keys.csv").write_text("g, apikey:k9, admin, acme\n")
+    result = run("import", str(bad), "--yes")
+    assert result.exit_code == 2
+    assert "keys.csv:1:" in result.output and "api-key-in-files" in result.output
+    assert store.revision() == 0

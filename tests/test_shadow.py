@@ -287,3 +287,12 @@ def test_every_worker_of_rolegate_serve_shadows_and_metrics_add_up(tmp_path, can
         assert len(revisions) == 1 and revisions.pop().startswith("sha256:")
     finally:
         assert instance.terminate() == 0
+
+
+def test_a_missing_shadow_directory_fails_at_start(settings, tmp_path):
+    from rolegate.api import create_app
+    from rolegate.errors import ConfigError
+
+    wrong = settings.replace(shadow_policy_dir=str(tmp_path / "typo"))
+    with pytest.raises(ConfigError, match="ROLEGATE_SHADOW_POLICY_DIR"):
+        create_app(wrong, sync_policies=True, follow_store=False)

@@ -25,13 +25,16 @@ from ..engine.patterns import casbin_error, domain_applies, validate_pattern
 from ..engine.snapshot import MAX_LINKS_FOLLOWED
 from ..identifiers import org_id_problem
 from ..rules import TEMPLATE_DOMAIN, Rule, format_rule
-from ..store.csvfiles import PolicyProblem, SourcedRule, scan_policy_dir
+from ..store.csvfiles import (
+    GLOBAL_MEMBERSHIP_MARKER,
+    HELD_ELSEWHERE_MARKER,  # roles held through API keys, tokens or operators, not the files
+    PolicyProblem,
+    SourcedRule,
+    scan_policy_dir,
+)
 from ..store.policies import is_api_key_link
 from .resources import REGEX_METACHARS, pattern_covers, pattern_error
 
-GLOBAL_MEMBERSHIP_MARKER = "# rolegate: global-membership"
-# Roles held through the admin API, tokens or an operator's global membership, not the files.
-HELD_ELSEWHERE_MARKER = "# rolegate: held-elsewhere"
 ERROR = "error"
 WARNING = "warning"
 
@@ -311,7 +314,7 @@ def _pattern_findings(
             findings.append(
                 (
                     "pattern-star",
-                    ERROR,
+                    WARNING if allow_regex else ERROR,  # a regex repeat, when regexes are allowed
                     f"resource pattern {pattern!r}: `*` is a wildcard only as a whole path "
                     "segment (`/projects/*`); elsewhere keyMatch2 reads it as a regex repeat of "
                     "the character before it",

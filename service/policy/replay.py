@@ -55,9 +55,13 @@ class Refused(ValueError):
         self.reason = reason
 
 
+def _is_mapping(value: Any) -> bool:
+    return type(value) is dict or isinstance(value, Mapping)  # decoded JSON: the fast test
+
+
 def parse_record(record: Any) -> Recorded:
     """The replayable form of a decoded record; raises Refused (with a reason) otherwise."""
-    if not isinstance(record, Mapping):
+    if not _is_mapping(record):
         raise Refused("unreadable", "not a JSON object")
     version = record.get("v")
     if version is None or (isinstance(version, int) and version < FORMAT_VERSION):
@@ -264,7 +268,7 @@ def replay(
         if progress is not None and pending >= 1000:
             progress(pending)
             pending = 0
-        if isinstance(record, Mapping) and record.get("shadow") is True:
+        if _is_mapping(record) and record.get("shadow") is True:
             report.shadow_skipped += 1
             continue
         try:

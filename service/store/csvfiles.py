@@ -24,7 +24,7 @@ from __future__ import annotations
 import csv
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -36,12 +36,14 @@ from .policies import _control_char, rule_problem, validate_rule
 __all__ = [
     "MAX_POLICY_FILE_BYTES",
     "GLOBAL_MEMBERSHIP_MARKER",
+    "HELD_ELSEWHERE_MARKER",
     "MANAGED_BY_MARKER",
     "ROLES_FILE",
     "Location",
     "PolicyProblem",
     "SourcedRule",
     "format_rule_line",
+    "held_elsewhere",
     "managed_by_marker",
     "read_policy_dir",
     "read_policy_file",
@@ -53,6 +55,7 @@ __all__ = [
 
 MAX_POLICY_FILE_BYTES = 10 * 1024 * 1024
 GLOBAL_MEMBERSHIP_MARKER = "# rolegate: global-membership"
+HELD_ELSEWHERE_MARKER = "# rolegate: held-elsewhere"  # rolegate.policy.lint reads it
 MANAGED_BY_MARKER = "# rolegate: managed-by {owner}"
 _MANAGED_BY = re.compile(r"#\s*rolegate:\s*managed-by\s+(files|api)")
 ROLES_FILE = "roles.csv"  # rules of the template domain `*`
@@ -381,8 +384,19 @@ def _lines(rules: list[Rule], roles: set[str]) -> list[str]:
     return groups
 
 
-def _render(files_rules: list[Rule], api_rules: list[Rule], roles: set[str]) -> str:
-    parts = _lines(files_rules, roles)
+def held_elsewhere(rules: Iterable[Rule], owner_role: str | None = "owner") -> list[str]:
+    """Roles granted permissions that no `g` rule names (held via API keys, tokens, operators)."""
+    rules = list(rules)
+    linked = {name for rule in rules if rule[0] == "g" for name in rule[1:3]}
+    granted = {rule[1] for rule in rules if rule[0] == "p"}
+    return sorted(granted - linked - {owner_role})
+
+
+def _render(
+    files_rules: list[Rule], api_rules: list[Rule], roles: set[str], held: Sequence[str] = ()
+) -> str:
+    parts = [f"{HELD_ELSEWHERE_MARKER} {', '.join(held)}"] if held else []
+    parts += _lines(files_rules, roles)
     if api_rules:
         parts.append(
             "\n".join(
@@ -425,6 +439,7 @@ def write_policy_dir(
             rule = validate_rule(rule)
             by_org.setdefault(rule_domain(rule), (set(), set()))[owned].add(rule)
     roles = role_names([*rules, *api_rules])
+    held = held_elsewhere([*rules, *api_rules])
     names = {org: org_file_name(org) for org in by_org}
     folded: dict[str, str] = {}
     for org, name in names.items():
@@ -439,7 +454,8 @@ def write_policy_dir(
     for org in sorted(by_org, key=lambda org: (org != TEMPLATE_DOMAIN, org)):
         path = directory / names[org]
         files_rules, api_only = (sorted(group, key=sort_key) for group in by_org[org])
-        content = _render(files_rules, api_only, roles).encode("utf-8")
+        marked = [name for name in held if any(r[0] == "p" and r[1] == name for r in files_rules)]
+        content = _render(files_rules, api_only, roles, marked).encode("utf-8")
         temporary = directory / f".{names[org]}.tmp"
         temporary.write_bytes(content)
         os.replace(temporary, path)
