@@ -639,3 +639,26 @@ def test_lint_and_the_api_refuse_the_same_patterns(
         if api_refuses:
             assert live.core.store.revision() == before
         assert lint_refuses == api_refuses, (pattern, allow_regex, report.errors, response.text)
+
+
+# -- models whose rules cross orgs --------------------------------------------------------------
+
+
+def test_admin_changes_are_refused_when_rules_can_cross_orgs(make_live_server, settings, tmp_path):
+    """With keyMatch domains a rule of one org can apply to another, so the escalation guard
+    (which reads one org's rules) cannot bound a change: every admin write is refused."""
+    model = (REPO_ROOT / "model.conf").read_text()
+    crossing = model.replace('(p.dom == r.dom || p.dom == "*")', "keyMatch(r.dom, p.dom)")
+    assert crossing != model
+    (tmp_path / "crossing.conf").write_text(crossing)
+    live = make_live_server(settings.replace(model=str(tmp_path / "crossing.conf")))
+    assert allowed(live, "alice", "acme", "/members", "manage")  # decisions still served
+    attempts = [
+        ("POST", "/v1/orgs/acme/rules", {"rules": [p_rule("viewer", "/projects/x")]}),
+        ("PUT", "/v1/orgs/acme/members/zed", {"roles": ["viewer"]}),
+        ("DELETE", "/v1/orgs/acme/members/bob", None),
+    ]
+    for method, path, body in attempts:
+        with Unchanged(live):
+            response = call(live, method, path, body, who=("alice", "acme"))
+        assert code(response) == (403, "guard_unsupported_model"), (method, path, response.text)
