@@ -25,6 +25,7 @@ from casbin.util import key_match
 from ..rules import TEMPLATE_DOMAIN, Rule
 from . import coverage
 from .model import OWNER_ROLE
+from .patterns import PatternError, compile_matcher
 from .snapshot import MAX_LINKS_FOLLOWED, DomainIndex, RolePaths, Snapshot
 from .types import CheckRequest, Decision
 
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 
 PLATFORM_ADMIN_ROLE = "platform-admin"
 BUILTIN_ROLES = frozenset({OWNER_ROLE, PLATFORM_ADMIN_ROLE})
+HINT_NAMES = 20  # names listed in a query hint
 
 
 # --------------------------------------------------------------------------- named rule fields
@@ -110,6 +112,35 @@ def grants_in(snapshot: Snapshot, org: str) -> list[Grant]:
 def links_in(snapshot: Snapshot, org: str) -> list[Link]:
     """Every role link that applies in `org`."""
     return [k for domain in link_domains(snapshot, org) for k in links(snapshot.rules(domain))]
+
+
+def path_links(snapshot: Snapshot, org: str, path: Iterable[str]) -> list[Link]:
+    """The role links a decision's role path (`bob -> editor -> member`) followed in `org`:
+    for each step, the links from one name to the next in the domains that apply there."""
+    names = tuple(path)
+    steps = set(zip(names, names[1:], strict=False))
+    return [link for link in links_in(snapshot, org) if (link.member, link.role) in steps]
+
+
+def query_hint(snapshot: Snapshot, org: str, resource: str, action: str) -> str | None:
+    """Why no rule applying in `org` can match (`resource`, `action`) at all, naming what the
+    rules do mention (a typo hint for who-can); None when some rule's action and pattern match.
+    A pattern that cannot be evaluated counts as matching (no false hint)."""
+    found = grants_in(snapshot, org)
+    actions = sorted({grant.action for grant in found})
+    if action not in actions:
+        known = ", ".join(actions[:HINT_NAMES]) + (", …" if len(actions) > HINT_NAMES else "")
+        return f"no rule mentions action {action!r}; known actions: {known or 'none'}"
+    function = snapshot.shape.resource_function
+    resources = sorted({grant.resource for grant in found if grant.action == action})
+    for pattern in resources:
+        try:
+            if compile_matcher(function, pattern)(resource):
+                return None
+        except PatternError:
+            return None
+    shown = ", ".join(resources[:HINT_NAMES]) + (", …" if len(resources) > HINT_NAMES else "")
+    return f"no rule for action {action!r} matches resource {resource!r}; its patterns: {shown}"
 
 
 def org_exists(snapshot: Snapshot, org: str) -> bool:
@@ -349,6 +380,8 @@ __all__ = [
     "names_in",
     "org_exists",
     "org_roles",
+    "path_links",
+    "query_hint",
     "role_grants",
     "role_names",
     "role_reach",
