@@ -172,8 +172,15 @@ def _csv(header: list[str], rows: list[list[str]], filename: str) -> Response:
 def permissions(org: str, subject: str):
     _core, snapshot, org = _audit_scope(org)
     subject = validate_text(subject, "subject")
+    action = _text_arg("action")
+    resource = _text_arg("resource", max_bytes=MAX_RESOURCE_BYTES)
     require_subject(snapshot, org, subject)
-    held = effective_permissions(snapshot, subject, org)
+    held = [
+        permission
+        for permission in effective_permissions(snapshot, subject, org)
+        if (action is None or permission.action == action)
+        and (resource is None or reads.matches_resource(snapshot, permission.resource, resource))
+    ]
     roles = reads.roles_of(snapshot, subject, org)
     return {
         "org": org,
@@ -186,6 +193,7 @@ def permissions(org: str, subject: str):
             if role != subject
         ],
         "permissions": [permission.to_dict() for permission in held],
+        "hint": reads.query_hint(snapshot, org, action=action, resource=resource),
     }
 
 
@@ -208,6 +216,7 @@ def who_can_endpoint(org: str):
         "limit": limit,
         "subjects": [entry.to_dict() for entry in page],
         "next_cursor": _cursor_codec().encode(query, last) if last is not None else None,
+        "hint": reads.query_hint(snapshot, org, action=action, resource=resource),
     }
 
 
@@ -323,7 +332,12 @@ OPENAPI_PATHS = {
     "/v1/orgs/{org}/subjects/{subject}/permissions": {
         "get": {
             "summary": "Effective permissions of a subject, with role paths" + _AUDIT_NOTE,
-            "parameters": [_ORG, _path_param("subject", "User, API key (`apikey:<id>`) or role")],
+            "parameters": [
+                _ORG,
+                _path_param("subject", "User, API key (`apikey:<id>`) or role"),
+                _query("action", "Only rules of this action"),
+                _query("resource", "Only rules whose pattern matches this resource"),
+            ],
             "responses": {"200": json_response("rules held", _OBJECT), **_ERRORS},
         }
     },

@@ -122,25 +122,37 @@ def path_links(snapshot: Snapshot, org: str, path: Iterable[str]) -> list[Link]:
     return [link for link in links_in(snapshot, org) if (link.member, link.role) in steps]
 
 
-def query_hint(snapshot: Snapshot, org: str, resource: str, action: str) -> str | None:
-    """Why no rule applying in `org` can match (`resource`, `action`) at all, naming what the
-    rules do mention (a typo hint for who-can); None when some rule's action and pattern match.
-    A pattern that cannot be evaluated counts as matching (no false hint)."""
+def matches_resource(snapshot: Snapshot, pattern: str, resource: str) -> bool:
+    """Whether the rule pattern `pattern` matches `resource` under the model's matching
+    function (as a decision reads it); a pattern that cannot be evaluated counts as matching."""
+    try:
+        return bool(compile_matcher(snapshot.shape.resource_function, pattern)(resource))
+    except PatternError:
+        return True
+
+
+def _listed(names: Iterable[str]) -> str:
+    names = sorted(names)
+    shown = ", ".join(names[:HINT_NAMES]) + (", …" if len(names) > HINT_NAMES else "")
+    return shown or "none"
+
+
+def query_hint(
+    snapshot: Snapshot, org: str, *, action: str | None = None, resource: str | None = None
+) -> str | None:
+    """Why no rule applying in `org` can match `action` (and `resource`) at all, naming what the
+    rules do mention (a typo hint for who-can and permissions); None when some rule can."""
     found = grants_in(snapshot, org)
-    actions = sorted({grant.action for grant in found})
-    if action not in actions:
-        known = ", ".join(actions[:HINT_NAMES]) + (", …" if len(actions) > HINT_NAMES else "")
-        return f"no rule mentions action {action!r}; known actions: {known or 'none'}"
-    function = snapshot.shape.resource_function
-    resources = sorted({grant.resource for grant in found if grant.action == action})
-    for pattern in resources:
-        try:
-            if compile_matcher(function, pattern)(resource):
-                return None
-        except PatternError:
-            return None
-    shown = ", ".join(resources[:HINT_NAMES]) + (", …" if len(resources) > HINT_NAMES else "")
-    return f"no rule for action {action!r} matches resource {resource!r}; its patterns: {shown}"
+    if action is not None and action not in {grant.action for grant in found}:
+        known = _listed({grant.action for grant in found})
+        return f"no rule mentions action {action!r}; known actions: {known}"
+    if resource is None:
+        return None
+    patterns = {grant.resource for grant in found if action is None or grant.action == action}
+    if any(matches_resource(snapshot, pattern, resource) for pattern in patterns):
+        return None
+    scope = f"for action {action!r} " if action is not None else ""
+    return f"no rule {scope}matches resource {resource!r}; rule patterns: {_listed(patterns)}"
 
 
 def org_exists(snapshot: Snapshot, org: str) -> bool:
@@ -376,6 +388,7 @@ __all__ = [
     "link_rule",
     "links",
     "links_in",
+    "matches_resource",
     "member_links",
     "names_in",
     "org_exists",
