@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 import threading
 import time
 import unicodedata
@@ -34,7 +35,7 @@ from .subject_attributes import SubjectAttributeStore, read_attributes_file
 
 log = logging.getLogger("rolegate")
 
-MAX_RESOURCE_BYTES = 2048
+MAX_RESOURCE_CHARS = 2048
 MAX_NAME_CHARS = 256
 MAX_BATCH = 1000
 MAX_REVISION = 2**63 - 1
@@ -72,15 +73,18 @@ def validate_min_revision(value: Any, field: str = "min_revision") -> int | None
     """None, or a revision number (an integer from 0): read-your-writes for a check."""
     if value is None:
         return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # JSON has one number type: 7.0 is the integer 7
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_REVISION:
         raise InvalidRequest(f"{field}: expected a revision number (an integer from 0)")
     return value
 
 
 def validate_text(
-    value: Any, field: str, *, max_bytes: int = MAX_NAME_CHARS, where: str = ""
+    value: Any, field: str, *, max_length: int = MAX_NAME_CHARS, where: str = ""
 ) -> str:
-    """A non-empty string with no control characters, at most `max_bytes` UTF-8 bytes.
+    """A non-empty string with no control characters, at most `max_length` characters (what the
+    OpenAPI document states as `minLength`/`maxLength`/`pattern`).
 
     Errors name the field as `{where}{field}` (e.g. `checks[3].resource`).
     """
@@ -88,8 +92,8 @@ def validate_text(
         raise InvalidRequest(f"{where}{field}: expected a string, got {type(value).__name__}")
     if not value:
         raise InvalidRequest(f"{where}{field}: must not be empty")
-    if len(value) * 4 > max_bytes and len(value.encode("utf-8", "surrogatepass")) > max_bytes:
-        raise InvalidRequest(f"{where}{field}: longer than {max_bytes} bytes")
+    if len(value) > max_length:
+        raise InvalidRequest(f"{where}{field}: longer than {max_length} characters")
     if not (value.isascii() and value.isprintable()) and any(
         unicodedata.category(char) in ("Cc", "Cs") for char in value
     ):
@@ -97,10 +101,22 @@ def validate_text(
     return value
 
 
+# The org id grammar (docs/admin.md); TODO(merge): rolegate.identifiers.ORG_ID_PATTERN.
+_ORG_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+
+
 def validate_org(value: Any, field: str = "org", *, where: str = "") -> str:
+    """One org id: lowercase letters, digits, `_` and `-`, starting with a letter or digit, at
+    most 63 characters (what the OpenAPI document states)."""
     org = validate_text(value, field, where=where)
     if "*" in org:
         raise InvalidRequest(f"{where}{field}: must name one organisation (no '*')")
+    if not _ORG_ID.fullmatch(org):
+        raise InvalidRequest(
+            f"{where}{field}: {org!r} is not an org id: use lowercase letters, digits, `_` and "
+            "`-`, starting with a letter or digit, at most 63 characters",
+            code="invalid_org_id",
+        )
     return org
 
 
@@ -127,7 +143,7 @@ def parse_check_input(data: Any, where: str = "") -> CheckInput:
     subject = data.get("subject")
     return CheckInput(
         resource=validate_text(
-            data["resource"], "resource", max_bytes=MAX_RESOURCE_BYTES, where=where
+            data["resource"], "resource", max_length=MAX_RESOURCE_CHARS, where=where
         ),
         action=validate_text(data["action"], "action", where=where),
         org=None if org is None else validate_org(org, where=where),

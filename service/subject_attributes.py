@@ -36,10 +36,10 @@ FIXED_COLUMNS = ("org", "subject")
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
 
 
-def validate_text(value: Any, field: str, *, max_bytes: int = 256) -> str:
+def validate_text(value: Any, field: str, *, max_length: int = 256) -> str:
     from .core import validate_text as core_validate_text  # core imports this module
 
-    return core_validate_text(value, field, max_bytes=max_bytes)
+    return core_validate_text(value, field, max_length=max_length)
 
 
 def validate_org(value: Any) -> str:
@@ -68,7 +68,7 @@ class SubjectRecord:
 
 
 def check_name(value: Any, field: str = "name") -> str:
-    name = validate_text(value, field, max_bytes=64)
+    name = validate_text(value, field, max_length=64)
     if not _NAME.fullmatch(name):
         raise InvalidRequest(
             f"{field}: an attribute name starts with a letter and holds letters, digits, "
@@ -85,7 +85,7 @@ def check_attributes(value: Any, field: str = "attributes") -> Attributes:
         raise InvalidRequest(f"{field}: at most {MAX_ATTRIBUTES} attributes")
     return {
         check_name(name, f"{field}.{name}"): validate_text(
-            text, f"{field}.{name}", max_bytes=MAX_VALUE_BYTES
+            text, f"{field}.{name}", max_length=MAX_VALUE_BYTES
         )
         for name, text in value.items()
     }
@@ -143,7 +143,7 @@ def _record(header: list[str], cells: list[str]) -> SubjectRecord:
     org = validate_org(cells[0])
     subject = validate_text(cells[1], "subject")
     values = {
-        name: validate_text(value, name, max_bytes=MAX_VALUE_BYTES)
+        name: validate_text(value, name, max_length=MAX_VALUE_BYTES)
         for name, value in zip(header, cells[2:], strict=True)
         if value
     }

@@ -12,7 +12,6 @@ import csv
 import io
 import re
 from datetime import UTC, datetime
-from typing import Any
 
 from flask import Blueprint, Response, current_app, g, request
 
@@ -30,11 +29,19 @@ from ..audit import (
 )
 from ..audit.decision_log import MAX_SEARCH_LIMIT
 from ..audit.queries import page_after, subject_kind
-from ..core import MAX_RESOURCE_BYTES, Rolegate, validate_org, validate_text
+from ..core import MAX_RESOURCE_CHARS, Rolegate, validate_org, validate_text
 from ..engine import Snapshot, reads
 from ..errors import InvalidRequest, NotFound
 from .context import caller, get_core
-from .openapi import error_responses, json_response
+from .openapi import (
+    ORG_PARAM,
+    RESOURCE_SCHEMA,
+    error_responses,
+    json_response,
+    path_param,
+    query_param,
+    text_schema,
+)
 
 bp = Blueprint("audit", __name__)
 
@@ -91,13 +98,13 @@ def _limit(default: int, maximum: int) -> int:
     return min(value, maximum)
 
 
-def _text_arg(name: str, *, required: bool = False, max_bytes: int = 256) -> str | None:
+def _text_arg(name: str, *, required: bool = False, max_length: int = 256) -> str | None:
     value = request.args.get(name)
     if value is None or value == "":
         if required:
             raise InvalidRequest(f"{name}: required")
         return None
-    return validate_text(value, name, max_bytes=max_bytes)
+    return validate_text(value, name, max_length=max_length)
 
 
 def _time_arg(name: str) -> datetime | None:
@@ -173,7 +180,7 @@ def permissions(org: str, subject: str):
     _core, snapshot, org = _audit_scope(org)
     subject = validate_text(subject, "subject")
     action = _text_arg("action")
-    resource = _text_arg("resource", max_bytes=MAX_RESOURCE_BYTES)
+    resource = _text_arg("resource", max_length=MAX_RESOURCE_CHARS)
     require_subject(snapshot, org, subject)
     held = [
         permission
@@ -200,7 +207,7 @@ def permissions(org: str, subject: str):
 @bp.get("/v1/orgs/<org>/who-can")
 def who_can_endpoint(org: str):
     core, snapshot, org = _audit_scope(org)
-    resource = _text_arg("resource", required=True, max_bytes=MAX_RESOURCE_BYTES)
+    resource = _text_arg("resource", required=True, max_length=MAX_RESOURCE_CHARS)
     action = _text_arg("action", required=True)
     limit = _limit(DEFAULT_PAGE, MAX_PAGE)
     query = (org, resource, action)
@@ -272,7 +279,7 @@ def decisions(org: str):
     core, snapshot, org = _audit_scope(org)
     filters = {
         "subject": _text_arg("subject"),
-        "resource": _text_arg("resource", max_bytes=MAX_RESOURCE_BYTES),
+        "resource": _text_arg("resource", max_length=MAX_RESOURCE_CHARS),
         "action": _text_arg("action"),
         "allowed": _bool_arg("allowed"),
         "since": _time_arg("since"),
@@ -298,32 +305,13 @@ def decisions(org: str):
 # --------------------------------------------------------------------------- OpenAPI
 
 
-def _path_param(name: str, description: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": "path",
-        "required": True,
-        "description": description,
-        "schema": {"type": "string"},
-    }
-
-
-def _query(name: str, description: str, schema: dict | None = None, required: bool = False):
-    return {
-        "name": name,
-        "in": "query",
-        "required": required,
-        "description": description,
-        "schema": schema or {"type": "string"},
-    }
-
-
-_ORG = _path_param("org", "Organisation")
-_LIMIT = _query(
+_ORG = ORG_PARAM
+_LIMIT = query_param(
     "limit",
     f"Page size (default {DEFAULT_PAGE}; larger values are clamped)",
     {"type": "integer", "minimum": 1},
 )
+_TIME = {"type": "string", "format": "date-time"}
 _ERRORS = error_responses(400, 401, 403, 404, 503)
 _OBJECT = {"type": "object"}
 _AUDIT_NOTE = " Requires `audit` on `/audit` in the org."
@@ -334,9 +322,11 @@ OPENAPI_PATHS = {
             "summary": "Effective permissions of a subject, with role paths" + _AUDIT_NOTE,
             "parameters": [
                 _ORG,
-                _path_param("subject", "User, API key (`apikey:<id>`) or role"),
-                _query("action", "Only rules of this action"),
-                _query("resource", "Only rules whose pattern matches this resource"),
+                path_param("subject", "User, API key (`apikey:<id>`) or role"),
+                query_param("action", "Only rules of this action"),
+                query_param(
+                    "resource", "Only rules whose pattern matches this resource", RESOURCE_SCHEMA
+                ),
             ],
             "responses": {"200": json_response("rules held", _OBJECT), **_ERRORS},
         }
@@ -346,10 +336,10 @@ OPENAPI_PATHS = {
             "summary": "Every subject allowed an action on a resource (paginated)" + _AUDIT_NOTE,
             "parameters": [
                 _ORG,
-                _query("resource", "Concrete resource or pattern", required=True),
-                _query("action", "Action", required=True),
+                query_param("resource", "Concrete resource or pattern", RESOURCE_SCHEMA, True),
+                query_param("action", "Action", text_schema(), True),
                 _LIMIT,
-                _query("cursor", "`next_cursor` of the previous page"),
+                query_param("cursor", "`next_cursor` of the previous page (opaque)"),
             ],
             "responses": {"200": json_response("allowed subjects", _OBJECT), **_ERRORS},
         }
@@ -357,7 +347,10 @@ OPENAPI_PATHS = {
     "/v1/orgs/{org}/matrix": {
         "get": {
             "summary": "Access matrix: subjects x (resource, action)" + _AUDIT_NOTE,
-            "parameters": [_ORG, _query("format", "json or csv", {"enum": ["json", "csv"]})],
+            "parameters": [
+                _ORG,
+                query_param("format", "json or csv", {"enum": ["json", "csv"]}),
+            ],
             "responses": {
                 "200": {
                     "description": "the matrix",
@@ -375,9 +368,9 @@ OPENAPI_PATHS = {
             "summary": "Change history of the org's rules, oldest first" + _AUDIT_NOTE,
             "parameters": [
                 _ORG,
-                _query("since", "At or after this ISO 8601 time"),
-                _query("until", "At or before this ISO 8601 time"),
-                _query(
+                query_param("since", "At or after this ISO 8601 time", _TIME),
+                query_param("until", "At or before this ISO 8601 time", _TIME),
+                query_param(
                     "since_revision",
                     "Revisions after this one (next page)",
                     {"type": "integer", "minimum": 0},
@@ -392,12 +385,12 @@ OPENAPI_PATHS = {
             "summary": "Search the decision log, newest first" + _AUDIT_NOTE,
             "parameters": [
                 _ORG,
-                _query("subject", "Exact subject"),
-                _query("resource", "Exact resource, or a prefix ending in `*`"),
-                _query("action", "Exact action"),
-                _query("allowed", "true or false", {"type": "boolean"}),
-                _query("since", "At or after this ISO 8601 time"),
-                _query("until", "At or before this ISO 8601 time"),
+                query_param("subject", "Exact subject"),
+                query_param("resource", "Exact resource or a prefix ending in *", RESOURCE_SCHEMA),
+                query_param("action", "Exact action"),
+                query_param("allowed", "true or false", {"type": "boolean"}),
+                query_param("since", "At or after this ISO 8601 time", _TIME),
+                query_param("until", "At or before this ISO 8601 time", _TIME),
                 _LIMIT,
             ],
             "responses": {"200": json_response("decision records", _OBJECT), **_ERRORS},

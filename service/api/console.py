@@ -13,7 +13,7 @@ from flask import Blueprint, Response, render_template
 
 from ..core import validate_org, validate_text
 from .context import caller
-from .openapi import error_responses, json_response
+from .openapi import ORG_PARAM, error_responses, json_response, path_param
 
 bp = Blueprint("console", __name__)
 
@@ -78,14 +78,15 @@ def _html_page(summary: str, parameters: list) -> dict:
                 "200": {
                     "description": "HTML page (data is loaded by the page with the token)",
                     "content": {"text/html": {"schema": {"type": "string"}}},
-                }
+                },
+                # an org id or subject the API would refuse: the one JSON error shape
+                **(error_responses(400) if parameters else {}),
             },
         }
     }
 
 
-def _param(name: str) -> dict:
-    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+_SUBJECT = path_param("subject", "A subject (user, API key `apikey:<id>`) or role")
 
 
 _WHOAMI = {
@@ -112,9 +113,10 @@ OPENAPI_PATHS = {
     },
     "/console": _html_page("Web console: sign in and pick an org", []),
     "/console/orgs/{org}": _html_page(
-        "Web console: members, access matrix, who can, changes, decisions", [_param("org")]
+        "Web console: members, API keys, org rules, access matrix, who can, changes, decisions",
+        [ORG_PARAM],
     ),
     "/console/orgs/{org}/subjects/{subject}": _html_page(
-        "Web console: a subject's effective permissions", [_param("org"), _param("subject")]
+        "Web console: a subject's effective permissions", [ORG_PARAM, _SUBJECT]
     ),
 }

@@ -49,7 +49,7 @@ def check(subject, org, resource, action, owner, explain, policy_dir, as_json):
 
     validate_text(subject, "subject")
     validate_org(org)
-    validate_text(resource, "resource", max_bytes=2048)
+    validate_text(resource, "resource", max_length=2048)
     validate_text(action, "action")
     engine = engine_for(Settings.from_env(), policy_dir)
     decision = engine.check(CheckRequest(subject, org, resource, action, owner))
