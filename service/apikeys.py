@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from .config import Settings
 from .errors import AuthenticationError, ConfigError
 from .identity import Principal
-from .store.db import VALUE_WIDTH, metadata, transaction
+from .store.db import api_keys, transaction
 
 log = logging.getLogger("rolegate.apikeys")
 
@@ -41,22 +41,6 @@ SECRET_FILE = "api-key-secret"
 MAX_KEY_CHARS = 200
 MIN_SERVER_KEY_BYTES = 32
 _KEY = re.compile(r"rgk_([0-9a-f]{16})_([A-Za-z0-9_-]{20,100})")
-
-api_keys = sa.Table(
-    "api_keys",
-    metadata,
-    sa.Column("id", sa.String(16), primary_key=True),
-    sa.Column("org", sa.String(VALUE_WIDTH), nullable=False),
-    sa.Column("name", sa.String(VALUE_WIDTH), nullable=False),
-    sa.Column("roles", sa.Text, nullable=False),  # JSON list of role names
-    sa.Column("key_hash", sa.String(64), nullable=False),
-    # Instants as in change_log: UTC ISO 8601 text with microseconds (sorts, round-trips).
-    sa.Column("created_at", sa.String(32), nullable=False),
-    sa.Column("created_by", sa.String(VALUE_WIDTH), nullable=False),
-    sa.Column("expires_at", sa.String(32), nullable=True),
-    sa.Column("revoked_at", sa.String(32), nullable=True),
-    sa.Index("ix_api_keys_org", "org"),
-)
 
 
 def format_instant(moment: datetime) -> str:
@@ -165,18 +149,10 @@ class ApiKeyStore:
     def __init__(self, engine: sa.Engine, secret: bytes):
         self._engine = engine
         self._secret = secret
-        self._ensure_table()
 
     @classmethod
     def from_settings(cls, engine: sa.Engine, settings: Settings) -> ApiKeyStore:
         return cls(engine, server_key(settings))
-
-    def _ensure_table(self) -> None:
-        try:
-            with transaction(self._engine, write=True, what="API key store") as conn:
-                api_keys.create(conn, checkfirst=True)
-        except (sa.exc.ProgrammingError, sa.exc.IntegrityError):
-            pass  # created concurrently by another process (PostgreSQL)
 
     def _digest(self, key_id: str, secret: str) -> str:
         return hmac.new(self._secret, f"{key_id}.{secret}".encode(), hashlib.sha256).hexdigest()
@@ -216,7 +192,7 @@ class ApiKeyStore:
             org=org,
             name=name,
             roles=tuple(roles),
-            created_at=row["created_at"],
+            created_at=str(row["created_at"]),
             created_by=created_by,
             expires_at=expires_at,
             revoked_at=None,

@@ -16,7 +16,15 @@ from typing import Any
 from .errors import ConfigError
 
 ENV_PREFIX = "ROLEGATE_"
-REPO_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_ROOT = PACKAGE_DIR.parent  # a source checkout (tests, bench); not meaningful in a wheel
+
+
+def shipped_path(name: str) -> Path:
+    """A file shipped with Rolegate (`model.conf`, `policies`): the installed package's copy
+    (`rolegate/shipped/`, made by the build), else the source checkout's top-level one."""
+    packaged = PACKAGE_DIR / "shipped" / name
+    return packaged if packaged.exists() else REPO_ROOT / name
 
 
 def _text(value: str) -> str:
@@ -373,7 +381,7 @@ class Settings:
         if self.model:
             return Path(self.model)
         local = Path("model.conf")
-        return local if local.is_file() else REPO_ROOT / "model.conf"
+        return local if local.is_file() else shipped_path("model.conf")
 
     @property
     def data_path(self) -> Path:

@@ -13,10 +13,8 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import re
 import threading
 import time
-import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,17 +24,19 @@ from . import metrics
 from .apikeys import SUBJECT_PREFIX as API_KEY_PREFIX
 from .apikeys import ApiKeyStore
 from .audit.decision_log import DecisionLog
-from .config import REPO_ROOT, Settings
+from .config import Settings, shipped_path
 from .engine import CheckRequest, Decision, Engine, Snapshot, reads
 from .errors import Forbidden, InvalidRequest, ServiceUnavailable
 from .identity import Principal, TokenVerifier
 from .store import ChangeSet, PolicyStore, read_policy_dir
 from .subject_attributes import SubjectAttributeStore, read_attributes_file
+from .sync import PolicySync
+from .validation import MAX_NAME_CHARS as MAX_NAME_CHARS  # re-exported for one release
+from .validation import validate_org, validate_text
 
 log = logging.getLogger("rolegate")
 
 MAX_RESOURCE_CHARS = 2048
-MAX_NAME_CHARS = 256
 MAX_BATCH = 1000
 MAX_REVISION = 2**63 - 1
 # Up to this many change-log entries behind, a worker re-reads only the changed orgs.
@@ -78,46 +78,6 @@ def validate_min_revision(value: Any, field: str = "min_revision") -> int | None
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_REVISION:
         raise InvalidRequest(f"{field}: expected a revision number (an integer from 0)")
     return value
-
-
-def validate_text(
-    value: Any, field: str, *, max_length: int = MAX_NAME_CHARS, where: str = ""
-) -> str:
-    """A non-empty string with no control characters, at most `max_length` characters (what the
-    OpenAPI document states as `minLength`/`maxLength`/`pattern`).
-
-    Errors name the field as `{where}{field}` (e.g. `checks[3].resource`).
-    """
-    if not isinstance(value, str):
-        raise InvalidRequest(f"{where}{field}: expected a string, got {type(value).__name__}")
-    if not value:
-        raise InvalidRequest(f"{where}{field}: must not be empty")
-    if len(value) > max_length:
-        raise InvalidRequest(f"{where}{field}: longer than {max_length} characters")
-    if not (value.isascii() and value.isprintable()) and any(
-        unicodedata.category(char) in ("Cc", "Cs") for char in value
-    ):
-        raise InvalidRequest(f"{where}{field}: contains control characters")
-    return value
-
-
-# The org id grammar (docs/admin.md); TODO(merge): rolegate.identifiers.ORG_ID_PATTERN.
-_ORG_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
-
-
-def validate_org(value: Any, field: str = "org", *, where: str = "") -> str:
-    """One org id: lowercase letters, digits, `_` and `-`, starting with a letter or digit, at
-    most 63 characters (what the OpenAPI document states)."""
-    org = validate_text(value, field, where=where)
-    if "*" in org:
-        raise InvalidRequest(f"{where}{field}: must name one organisation (no '*')")
-    if not _ORG_ID.fullmatch(org):
-        raise InvalidRequest(
-            f"{where}{field}: {org!r} is not an org id: use lowercase letters, digits, `_` and "
-            "`-`, starting with a letter or digit, at most 63 characters",
-            code="invalid_org_id",
-        )
-    return org
 
 
 _CHECK_FIELD_NAMES = frozenset(CHECK_FIELDS)
@@ -220,7 +180,7 @@ class Rolegate:
         self.revision_applied_at: float | None = None  # time.time() of the last snapshot swap
         # Called as (old_revision, new_revision, kind) after each snapshot swap from the store.
         self.reload_listeners: list[Callable[[int, int, str], None]] = []
-        self.sync = None  # rolegate.sync.PolicySync once start_sync() ran
+        self.sync: PolicySync | None = None  # once start_sync() ran
 
     @classmethod
     def from_settings(cls, settings: Settings, *, with_identity: bool = True) -> Rolegate:
@@ -361,8 +321,6 @@ class Rolegate:
 
     def start_sync(self) -> None:
         """Follow the store from this process: LISTEN/NOTIFY (PostgreSQL) and the poll."""
-        from .sync import PolicySync
-
         if self.sync is None:
             self.sync = PolicySync.for_core(self)
             self.sync.start()
@@ -540,7 +498,7 @@ def _log_progress(rules_read: int) -> None:
 def default_policy_dir() -> Path:
     """`policies/` in the working directory, else the sample shipped beside the package."""
     local = Path("policies")
-    return local if local.is_dir() else REPO_ROOT / "policies"
+    return local if local.is_dir() else shipped_path("policies")
 
 
 __all__ = [

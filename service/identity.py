@@ -268,7 +268,7 @@ class TokenVerifier:
                     "EC P-256/P-384/P-521/secp256k1, Ed25519 or Ed448)"
                 )
             self._algorithms = _restrict(family, wanted, "this public key")
-        else:
+        elif settings.jwks_url:  # the one source left (exactly one is set, checked above)
             self._algorithms = _restrict(PUBLIC_KEY_ALGORITHMS, wanted, "a JWKS")
             try:
                 self._jwks = jwt.PyJWKClient(

@@ -1,10 +1,10 @@
 """Structured logs: one JSON object per line, carrying the request id of the request being served.
 
     configure_logging("INFO", "json")
-    logs.init_app(app)     # X-Request-ID honoured (when well-formed) or generated, and echoed
 
-Log records of a request (errors, refusals, the access line) carry `request_id`; a client or
-gateway that sends `X-Request-ID` finds the same id in the response and in the logs.
+Log records of a request (errors, refusals, the access line) carry `request_id`, which the HTTP
+layer (`rolegate.api.hooks`) sets from `X-Request-ID` (when well-formed) or generates, and echoes;
+a client or gateway that sends `X-Request-ID` finds the same id in the response and in the logs.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import logging
 import os
 import re
 import sys
-import time
 from datetime import UTC, datetime
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -90,52 +89,3 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     root = logging.getLogger()
     root.handlers = [h for h in root.handlers if not getattr(h, "_rolegate", False)] + [handler]
     root.setLevel(level.upper())
-
-
-def init_app(app) -> None:
-    """Request ids (honoured, generated, echoed), worker/revision headers, one access log line."""
-    from flask import g, request
-
-    access = logging.getLogger("rolegate.access")
-    worker = str(os.getpid())  # the app is built in the worker process (after any fork)
-
-    @app.before_request
-    def _request_id():
-        request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER))
-        g.rolegate_request_id = request_id
-        g.rolegate_request_token = request_id_var.set(request_id)
-        g.rolegate_request_started = time.perf_counter()
-
-    @app.after_request
-    def _echo(response):
-        request_id = g.get("rolegate_request_id")
-        if request_id:
-            response.headers[REQUEST_ID_HEADER] = request_id
-        response.headers[WORKER_HEADER] = worker
-        core = app.extensions.get("rolegate")
-        if core is not None:
-            response.headers[REVISION_HEADER] = str(core.engine.revision)
-        started = g.get("rolegate_request_started")
-        if started is not None and access.isEnabledFor(logging.INFO):
-            access.info(
-                "%s %s %s",
-                request.method,
-                request.path,
-                response.status_code,
-                extra={
-                    "method": request.method,
-                    "path": request.path,
-                    "status": response.status_code,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-                },
-            )
-        return response
-
-    @app.teardown_request
-    def _forget(_exc):
-        token = g.pop("rolegate_request_token", None)
-        if token is not None:
-            try:
-                request_id_var.reset(token)
-            except ValueError:  # set in another context (should not happen): just clear
-                request_id_var.set(None)

@@ -6,7 +6,7 @@ to files in that directory and `GET /metrics` merges every worker's files; witho
 into the caller and cost a dictionary lookup plus an add.
 
     metrics.observe_reload("incremental", 0.004)
-    metrics.init_app(app, core)     # request hooks: decisions, latency, batch sizes, 401 codes
+    metrics.record_response("decisions.check", 200, "", 0.002)   # from rolegate.api.hooks
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from typing import Any
 
 log = logging.getLogger("rolegate.metrics")
@@ -106,13 +105,13 @@ class Metrics:
         """The exposition text of every worker (multiprocess) or of this process."""
         from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-        if self.multiprocess:
-            from prometheus_client.multiprocess import MultiProcessCollector
+        if self.registry is not None:
+            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        from prometheus_client.multiprocess import MultiProcessCollector  # multiprocess mode
 
-            registry = CollectorRegistry()
-            MultiProcessCollector(registry)
-            return generate_latest(registry), CONTENT_TYPE_LATEST
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged)
+        return generate_latest(merged), CONTENT_TYPE_LATEST
 
     def sample_decision_log(self, decision_log: Any) -> None:
         dropped = getattr(decision_log, "dropped", None)
@@ -167,11 +166,12 @@ def mark_process_dead(pid: int) -> None:
         multiprocess.mark_process_dead(pid)
 
 
-# --------------------------------------------------------------------------- Flask hooks
+# --------------------------------------------------------------------------- per request
+# Called by the HTTP layer's hooks (`rolegate.api.hooks`); nothing here imports Flask.
 
 
-def _token_failure_code(response) -> str | None:
-    challenge = response.headers.get("WWW-Authenticate", "")
+def _token_failure_code(challenge: str) -> str | None:
+    """The `error="..."` of a `WWW-Authenticate` challenge."""
     marker = 'error="'
     start = challenge.find(marker)
     if start < 0:
@@ -181,53 +181,29 @@ def _token_failure_code(response) -> str | None:
     return challenge[start:end] if end > start else None
 
 
-def _record_response(metrics: Metrics, endpoint: str | None, response, started, decided: int):
-    kind = DECISION_ENDPOINTS.get(endpoint or "")
-    if kind is not None and started is not None:
-        metrics.decision_seconds.labels(kind).observe(time.perf_counter() - started)
-        if kind == "batch" and response.status_code == 200:
-            metrics.batch_size.observe(decided)
-    if response.status_code == 401:
-        metrics.token_failures.labels(_token_failure_code(response) or "unknown").inc()
-
-
 _decided_in_request = threading.local()  # a request runs on one thread: its decision count
 
 
-def _count_decision(_principal, _request, decision, _payload) -> None:
+def count_decision(_principal: Any, _request: Any, decision: Any, _payload: Any) -> None:
     """Decision listener: count by result; the request's count gives the batch size."""
     get().decisions_by_result[decision.allowed].inc()
     _decided_in_request.count = getattr(_decided_in_request, "count", 0) + 1
 
 
-def init_app(app, core) -> None:
-    """Record decision, latency, batch and token metrics for every request of `app`."""
-    from flask import g, request
+def start_request() -> None:
+    """A request begins on this thread: its decision count starts at zero."""
+    _decided_in_request.count = 0
 
-    get()  # create the metrics in this process now (post-fork under gunicorn)
 
-    if _count_decision not in core.decision_listeners:
-        core.decision_listeners.append(_count_decision)
-
-    @app.before_request
-    def _start_timer():
-        g.rolegate_started = time.perf_counter()
-        _decided_in_request.count = 0
-
-    @app.after_request
-    def _record(response):
-        try:
-            metrics = get()
-            _record_response(
-                metrics,
-                request.endpoint,
-                response,
-                g.get("rolegate_started"),
-                getattr(_decided_in_request, "count", 0),
-            )
-            decision_log = getattr(core, "decision_log", None) or app.extensions.get("decision_log")
-            if decision_log is not None:
-                metrics.sample_decision_log(decision_log)
-        except Exception:
-            log.debug("request metrics not recorded", exc_info=True)
-        return response
+def record_response(
+    endpoint: str | None, status: int, challenge: str, seconds: float | None
+) -> None:
+    """Latency and batch size of decision endpoints; 401s by token error code."""
+    metrics = get()
+    kind = DECISION_ENDPOINTS.get(endpoint or "")
+    if kind is not None and seconds is not None:
+        metrics.decision_seconds.labels(kind).observe(seconds)
+        if kind == "batch" and status == 200:
+            metrics.batch_size.observe(getattr(_decided_in_request, "count", 0))
+    if status == 401:
+        metrics.token_failures.labels(_token_failure_code(challenge) or "unknown").inc()

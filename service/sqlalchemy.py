@@ -62,25 +62,26 @@ class GlobMatch(ColumnElement):
     type = sa.Boolean()
     _traverse_internals = [
         ("column", InternalTraversal.dp_clauseelement),
-        ("like", InternalTraversal.dp_clauseelement),
-        ("glob", InternalTraversal.dp_clauseelement),
+        ("like_pattern", InternalTraversal.dp_clauseelement),
+        ("glob_pattern", InternalTraversal.dp_clauseelement),
     ]
 
     def __init__(self, column: ColumnElement, glob: str):
         self.column = column
-        self.like = sa.literal(like_pattern(glob), sa.String())
-        self.glob = sa.literal(sqlite_glob(glob), sa.String())
+        self.like_pattern = sa.literal(like_pattern(glob), sa.String())
+        self.glob_pattern = sa.literal(sqlite_glob(glob), sa.String())
 
 
 @compiles(GlobMatch, "sqlite")
 def _glob_sqlite(element: GlobMatch, compiler, **kw) -> str:
-    return f"({compiler.process(element.column, **kw)} GLOB {compiler.process(element.glob, **kw)})"
+    column = compiler.process(element.column, **kw)
+    return f"({column} GLOB {compiler.process(element.glob_pattern, **kw)})"
 
 
 @compiles(GlobMatch, "postgresql")
 def _glob_postgresql(element: GlobMatch, compiler, **kw) -> str:
     column = compiler.process(element.column, **kw)
-    return f"({column} LIKE {compiler.process(element.like, **kw)} ESCAPE '{LIKE_ESCAPE}')"
+    return f"({column} LIKE {compiler.process(element.like_pattern, **kw)} ESCAPE '{LIKE_ESCAPE}')"
 
 
 @compiles(GlobMatch)

@@ -27,7 +27,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from .errors import InvalidRequest, PolicyError
-from .store.db import VALUE_WIDTH, metadata, transaction
+from .store.db import subject_attributes, transaction
+from .validation import validate_org, validate_text
 
 MAX_ATTRIBUTES = 32
 MAX_VALUE_BYTES = 1024
@@ -35,27 +36,6 @@ MAX_FILE_BYTES = 10 * 1024 * 1024
 FIXED_COLUMNS = ("org", "subject")
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
 
-
-def validate_text(value: Any, field: str, *, max_length: int = 256) -> str:
-    from .core import validate_text as core_validate_text  # core imports this module
-
-    return core_validate_text(value, field, max_length=max_length)
-
-
-def validate_org(value: Any) -> str:
-    from .core import validate_org as core_validate_org
-
-    return core_validate_org(value)
-
-
-subject_attributes = sa.Table(
-    "subject_attributes",
-    metadata,
-    sa.Column("org", sa.String(VALUE_WIDTH), primary_key=True),
-    sa.Column("subject", sa.String(VALUE_WIDTH), primary_key=True),
-    sa.Column("name", sa.String(64), primary_key=True),
-    sa.Column("value", sa.Text, nullable=False),
-)
 
 Attributes = dict[str, str]
 

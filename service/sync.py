@@ -20,15 +20,14 @@ import logging
 import os
 import random
 import threading
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from sqlalchemy.engine import make_url
 
 from . import metrics
+from .config import Settings
+from .store import PolicyStore
 from .store.db import NOTIFY_CHANNEL, failure_reason
-
-if TYPE_CHECKING:
-    from .core import Rolegate
 
 log = logging.getLogger("rolegate.sync")
 
@@ -36,7 +35,12 @@ BACKOFF_FIRST_S = 0.1
 BACKOFF_MAX_S = 5.0
 WAIT_SLICE_S = 1.0  # how often a waiting listener checks that it should stop
 LISTENER_APPLICATION_NAME = "rolegate-listener"  # + "-<pid>": pg_stat_activity.application_name
-KEEPALIVE = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3}
+KEEPALIVE: dict[str, Any] = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+}
 
 
 def psycopg_conninfo(database_url: str) -> str:
@@ -57,10 +61,23 @@ def next_backoff(current: float) -> float:
     return min(BACKOFF_MAX_S, current * 2)
 
 
+class Follower(Protocol):
+    """What the sync threads need of the core (`rolegate.core.Rolegate` is one)."""
+
+    settings: Settings
+    store: PolicyStore
+
+    def refresh(self, target: int | None = None) -> bool: ...
+
+    def note_store_revision(self, revision: int | None) -> None: ...
+
+    def note_store_error(self, error: str) -> None: ...
+
+
 class PolicySync:
     """The listener and poll threads of one worker process."""
 
-    def __init__(self, core: Rolegate, *, poll_interval: float, listen: bool):
+    def __init__(self, core: Follower, *, poll_interval: float, listen: bool):
         self.core = core
         self.poll_interval = poll_interval
         self.listen = listen
@@ -71,7 +88,7 @@ class PolicySync:
         self._threads: list[threading.Thread] = []
 
     @classmethod
-    def for_core(cls, core: Rolegate) -> PolicySync:
+    def for_core(cls, core: Follower) -> PolicySync:
         return cls(
             core,
             poll_interval=core.settings.poll_interval,

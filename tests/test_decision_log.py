@@ -22,7 +22,7 @@ from rolegate.audit.decision_log import (
 from rolegate.config import Settings
 from rolegate.engine import CheckRequest, Decision
 from rolegate.identity import Principal
-from rolegate.store import make_engine
+from rolegate.store import init_schema, make_engine
 
 PRINCIPAL = Principal("bob", "acme", (), "https://issuer.example", "key-1")
 
@@ -189,6 +189,7 @@ def test_from_settings(tmp_path):
 @pytest.fixture
 def db_engine(tmp_path):
     engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    init_schema(engine)  # the migrations create every table
     yield engine
     engine.dispose()
 

@@ -29,7 +29,7 @@ from schemathesis.specs.openapi.checks import (
     unsupported_method,
 )
 
-from rolegate.api import create_app
+from rolegate.api import BLUEPRINTS, create_app
 from rolegate.api.openapi import openapi_document
 from rolegate.config import REPO_ROOT, Settings
 from rolegate.core import Rolegate
@@ -88,7 +88,7 @@ def fuzz_server(tmp_path_factory):
 
 
 # The document the server serves (test_openapi.py checks it equals the routes and `/openapi.json`).
-schema = schemathesis.openapi.from_dict(openapi_document())
+schema = schemathesis.openapi.from_dict(openapi_document(BLUEPRINTS))
 schema.config.seed = SEED
 # 413 (more items than the documented maxItems) is a refusal too.
 schema.config.checks.negative_data_rejection.expected_statuses.append("413")

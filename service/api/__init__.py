@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from flask import Flask
 
-from .. import logs, metrics
 from ..config import Settings
 from ..core import Rolegate
 from ..logs import configure_logging
-from . import audit, authzen, console, decisions, errors, forward_auth, health, orgs
+from . import audit, authzen, console, decisions, errors, forward_auth, health, hooks, orgs
 from . import plan as plan_api
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -53,10 +52,9 @@ def create_app(
         core.start(sync_policies=sync_policies)
     app = Flask("rolegate")  # templates and static files live beside the package root
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
-    app.json.sort_keys = False  # answers keep their documented field order, and encode faster
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the documented field order
     app.extensions["rolegate"] = core
-    logs.init_app(app)
-    metrics.init_app(app, core)
+    hooks.init_app(app, core)
     init_app(app)
     if follow_store:
         core.start_sync()

@@ -1,9 +1,8 @@
 """Audit endpoints: effective permissions, who can, access matrix, change history, decisions.
 
 Every endpoint is authorised by the engine itself (`audit` on `/audit` in the org; see
-`rolegate.audit.access`), before the org's existence is revealed. This blueprint also hands the
-client address of every request to the decision log (`REQUEST_CONTEXT`); the request id is the
-one `rolegate.logs` assigns.
+`rolegate.audit.access`), before the org's existence is revealed. (The client address the decision
+log records is set by the request hooks, `rolegate.api.hooks`.)
 """
 
 from __future__ import annotations
@@ -13,10 +12,9 @@ import io
 import re
 from datetime import UTC, datetime
 
-from flask import Blueprint, Response, current_app, g, request
+from flask import Blueprint, Response, current_app, request
 
 from ..audit import (
-    REQUEST_CONTEXT,
     CursorCodec,
     access_matrix,
     cursor_secret,
@@ -52,25 +50,6 @@ MAX_REVISION_ENTRIES = 100_000
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-# --------------------------------------------------------------------------- request context
-
-
-@bp.before_app_request
-def _remember_request_context() -> None:
-    # The request id is rolegate.logs' (honoured from X-Request-ID or generated, and echoed).
-    g.rolegate_audit_context = REQUEST_CONTEXT.set({"client": request.remote_addr or ""})
-
-
-@bp.teardown_app_request
-def _forget_request_context(_error) -> None:
-    token = g.pop("rolegate_audit_context", None)
-    if token is not None:
-        try:
-            REQUEST_CONTEXT.reset(token)
-        except ValueError:  # torn down in another context: just clear it
-            REQUEST_CONTEXT.set(None)
-
-
 # --------------------------------------------------------------------------- helpers
 
 
@@ -98,13 +77,18 @@ def _limit(default: int, maximum: int) -> int:
     return min(value, maximum)
 
 
-def _text_arg(name: str, *, required: bool = False, max_length: int = 256) -> str | None:
+def _text_arg(name: str, *, max_length: int = 256) -> str | None:
     value = request.args.get(name)
     if value is None or value == "":
-        if required:
-            raise InvalidRequest(f"{name}: required")
         return None
     return validate_text(value, name, max_length=max_length)
+
+
+def _required_text_arg(name: str, *, max_length: int = 256) -> str:
+    value = _text_arg(name, max_length=max_length)
+    if value is None:
+        raise InvalidRequest(f"{name}: required")
+    return value
 
 
 def _time_arg(name: str) -> datetime | None:
@@ -207,8 +191,8 @@ def permissions(org: str, subject: str):
 @bp.get("/v1/orgs/<org>/who-can")
 def who_can_endpoint(org: str):
     core, snapshot, org = _audit_scope(org)
-    resource = _text_arg("resource", required=True, max_length=MAX_RESOURCE_CHARS)
-    action = _text_arg("action", required=True)
+    resource = _required_text_arg("resource", max_length=MAX_RESOURCE_CHARS)
+    action = _required_text_arg("action")
     limit = _limit(DEFAULT_PAGE, MAX_PAGE)
     query = (org, resource, action)
     cursor = request.args.get("cursor") or None

@@ -12,6 +12,8 @@ Thin HTTP layer over `rolegate.authzen.AuthzenService`; the PIP endpoints (subje
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Blueprint, current_app, request
 
 from ..admin import check_fields
@@ -149,7 +151,7 @@ _ACTION = {
     "required": ["name"],
     "properties": {"name": {"type": "string"}, "properties": {"type": "object"}},
 }
-_EVALUATION = {
+_EVALUATION: dict[str, Any] = {
     "type": "object",
     "required": ["subject", "action", "resource"],
     "properties": {
@@ -244,7 +246,7 @@ _ORG_PARAM = ORG_PARAM
 
 
 def _operation_doc(summary: str, body: dict, answer: dict, *, per_org: bool) -> dict:
-    operation = {
+    operation: dict[str, Any] = {
         "summary": summary + (" (the org's PDP)" if per_org else " (the credential's org)"),
         "requestBody": json_request(body),
         "responses": {"200": json_response("the answer", answer), **_ERRORS},

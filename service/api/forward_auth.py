@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass
 
 from flask import Blueprint, request
+from flask.blueprints import BlueprintSetupState
 from werkzeug.datastructures import Headers
 from werkzeug.routing import BaseConverter
 
@@ -45,7 +46,9 @@ class AnyTailConverter(BaseConverter):
 
 
 # Recorded before the routes: the converter must exist when the rules are added.
-bp.record_once(lambda state: state.app.url_map.converters.setdefault("anytail", AnyTailConverter))
+@bp.record_once
+def _register_converter(state: BlueprintSetupState) -> None:
+    state.app.url_map.converters.setdefault("anytail", AnyTailConverter)
 
 
 @dataclass(frozen=True, slots=True)

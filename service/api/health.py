@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, current_app
 
 from .. import metrics
 from ..policy.watch import read_reload_error
@@ -50,7 +50,7 @@ def metrics_text():
 
 @bp.get("/openapi.json")
 def openapi():
-    return openapi_document()
+    return openapi_document(current_app.iter_blueprints())
 
 
 _STATUS = {"type": "object"}

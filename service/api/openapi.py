@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import sys
 import unicodedata
+from collections.abc import Iterable
 from functools import cache
 from typing import Any
 
-from ..core import MAX_NAME_CHARS, MAX_RESOURCE_CHARS
+from flask.sansio.blueprints import Blueprint
+
+from ..core import MAX_RESOURCE_CHARS
+from ..validation import MAX_NAME_CHARS
 
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
 # The org id and subject grammar (docs/admin.md). TODO(merge): import ORG_ID_PATTERN,
@@ -206,11 +210,10 @@ def json_request(schema: dict[str, Any]) -> dict[str, Any]:
     return {"required": True, "content": {"application/json": {"schema": schema}}}
 
 
-def openapi_document() -> dict[str, Any]:
-    from . import BLUEPRINTS
-
+def openapi_document(blueprints: Iterable[Blueprint]) -> dict[str, Any]:
+    """The OpenAPI document of `blueprints` (each module's `OPENAPI_PATHS`, merged)."""
     paths: dict[str, Any] = {}
-    for blueprint in BLUEPRINTS:
+    for blueprint in blueprints:
         module = sys.modules[blueprint.import_name]
         for path, operations in getattr(module, "OPENAPI_PATHS", {}).items():
             paths.setdefault(path, {}).update(operations)

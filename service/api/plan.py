@@ -55,8 +55,9 @@ def plan():
     wanted = parse_plan_input(json_body())
     core = get_core()
     snapshot = core.engine.snapshot
+    extra_roles: tuple[str, ...] = ()
     if principal.org is None and wanted.org is None:
-        orgs, extra_roles = tuple(member_orgs(snapshot, principal.subject)), ()
+        orgs = tuple(member_orgs(snapshot, principal.subject))
     else:
         request = core.request_for(principal, wanted)  # the token's org is authoritative
         orgs, extra_roles = (request.org,), request.extra_roles

@@ -37,6 +37,7 @@ from ..engine import CheckRequest, Decision
 from ..identity import Principal
 from ..logs import request_id_var
 from ..rules import format_rule
+from ..store.db import decision_log as decision_log_table
 from ..store.db import transaction
 
 log = logging.getLogger("rolegate.decision_log")
@@ -216,28 +217,11 @@ def _matches(
     return not (until is not None and at > format_time(until.timestamp()))
 
 
-audit_metadata = sa.MetaData()
-
-decision_log_table = sa.Table(
-    "decision_log",
-    audit_metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
-    sa.Column("at", sa.String(32), nullable=False),  # UTC ISO 8601, sorts as text
-    sa.Column("decision_id", sa.String(64), nullable=False),
-    sa.Column("org", sa.String(255), nullable=False),
-    sa.Column("subject", sa.String(255), nullable=False),
-    sa.Column("resource", sa.Text, nullable=False),
-    sa.Column("action", sa.String(255), nullable=False),
-    sa.Column("allowed", sa.Boolean, nullable=False),
-    sa.Column("record", sa.Text, nullable=False),  # the JSON line, as written to other sinks
-    sa.Index("ix_decision_log_org_at", "org", "at"),
-    sa.Index("ix_decision_log_org_subject_at", "org", "subject", "at"),
-    sa.Index("ix_decision_log_at", "at"),
-)
-
-
 class DatabaseSink:
-    """Rows in `decision_log` (created when missing), pruned after `retention_days` (0: never)."""
+    """Rows in the store's `decision_log` table, pruned after `retention_days` (0: never).
+
+    The table comes from the store's migrations (`rolegate.store.schema`), like every other.
+    """
 
     name = "database"
 
@@ -246,7 +230,6 @@ class DatabaseSink:
         self.retention_days = retention_days
         self._clock = clock
         self._next_prune = 0.0
-        audit_metadata.create_all(engine, checkfirst=True)
 
     def write(self, records, lines) -> None:
         rows = [
@@ -427,7 +410,7 @@ class DecisionLog:
                 stopping = self._stopping
             # Everything buffered before a flush was asked for is written before it returns.
             while self._buffer:
-                batch = []
+                batch: list[tuple] = []
                 while self._buffer and len(batch) < self.batch_size:
                     batch.append(self._buffer.popleft())
                 self._write(batch)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import gc
 import logging
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -30,7 +30,7 @@ log = logging.getLogger("rolegate.engine")
 
 
 @contextmanager
-def gc_paused():
+def gc_paused() -> Iterator[None]:
     """No cyclic garbage collection while building millions of small, acyclic objects.
 
     The collector would otherwise rescan the growing index over and over (it doubled the time

@@ -80,8 +80,13 @@ class CasbinFallback:
                     entry.unknown_seen += 1
                 enforcer = entry.enforcer
                 fields = len(enforcer.get_model()["r"]["r"].tokens)
-                values = (request.subject, request.org, request.resource, request.action)
-                values += (request.owner,) * (fields - 4)
+                values: tuple[str, ...] = (
+                    request.subject,
+                    request.org,
+                    request.resource,
+                    request.action,
+                    *(request.owner,) * (fields - 4),
+                )
                 # Granted roles act as links for this check only; links already in the policy
                 # are left alone (removing them afterwards would delete policy).
                 added = [

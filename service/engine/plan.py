@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,7 +132,9 @@ def _dedupe(items: Iterable[Condition]) -> list[Condition]:
     return list(dict.fromkeys(items))
 
 
-def _merge_values(items: list[Condition], combine) -> list[Condition] | None:
+def _merge_values(
+    items: list[Condition], combine: Callable[[list[str], Iterable[str]], list[str]]
+) -> list[Condition] | None:
     """Merge `eq`/`in` atoms on one field into one `in` (None: the merge made it empty)."""
     values: dict[str, list[str]] = {}
     for item in items:
@@ -572,7 +574,9 @@ class _Planner:
                             patterns[effect][pattern] = None
             if not self.shape.deny_override:
                 patterns["deny"].clear()
-            return tuple(disj(*map(self.matches, patterns[effect])) for effect in ("allow", "deny"))
+            return disj(*map(self.matches, patterns["allow"])), disj(
+                *map(self.matches, patterns["deny"])
+            )
 
         allow, deny = grants(plain)
         if owned == plain:

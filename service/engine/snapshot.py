@@ -171,7 +171,7 @@ class Snapshot:
         return sorted(name for name in self.domains if name != TEMPLATE_DOMAIN)
 
     def _link_maps(self, org: str) -> list[Mapping[str, tuple[str, ...]]]:
-        maps = []
+        maps: list[Mapping[str, tuple[str, ...]]] = []
         index = self.domains.get(org)
         if index is not None and index.links:
             maps.append(index.links)

@@ -97,7 +97,7 @@ def format_policy_dir(directory: Path | str, *, check: bool = False) -> FormatRe
             result.unchanged.append(path)
             continue
         result.changed.append(path)
-        if not check:
+        if not check and canonical is not None:
             _replace(path, canonical)
     return result
 

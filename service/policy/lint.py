@@ -206,7 +206,7 @@ class _Context:
         key = (subject, org)
         if key not in self._paths:
             links = self.view_links(org)
-            paths = {subject: (subject,)}
+            paths: dict[str, tuple[str, ...]] = {subject: (subject,)}
             frontier = [subject]
             for _ in range(MAX_LINKS_FOLLOWED):
                 reached = []
@@ -412,7 +412,7 @@ def _too_deep(ctx, org, links, domains, limit, reported) -> Iterable[LintIssue]:
         if key in done:  # members with the same roles have the same chains
             continue
         done[key] = None
-        parents = {source: None}
+        parents: dict[str, str] = {}  # role -> the member it was reached from
         depth = {source: 0}
         frontier = [source]
         while frontier:
@@ -432,7 +432,7 @@ def _too_deep(ctx, org, links, domains, limit, reported) -> Iterable[LintIssue]:
                 continue
             reported.add(rule)
             chain = [role]
-            while parents[chain[-1]] is not None:
+            while chain[-1] in parents:  # up to the source, which has no parent
                 chain.append(parents[chain[-1]])
             chain.reverse()
             where = (

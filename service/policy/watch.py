@@ -132,7 +132,7 @@ class PolicyWatcher:
             files, problems = _policy_files(self.policy_dir)
         except OSError as exc:
             return (("error", str(exc)),)
-        entries = []
+        entries: list[tuple[object, ...]] = []
         for path in files:
             try:
                 stat = path.stat()

@@ -12,7 +12,7 @@ from .csvfiles import (
     scan_policy_file,
     write_policy_dir,
 )
-from .db import casbin_rule, change_log, init_schema, make_engine, metadata, policy_state
+from .db import casbin_rule, change_log, make_engine, metadata, policy_state
 from .policies import (
     ChangeEntry,
     ChangeSet,
@@ -22,6 +22,7 @@ from .policies import (
     rule_problem,
     validate_rule,
 )
+from .schema import init_schema
 
 __all__ = [
     "MAX_POLICY_FILE_BYTES",

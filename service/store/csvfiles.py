@@ -112,11 +112,9 @@ def _field_starts(line: str) -> list[int]:
     return result
 
 
-def _parse_line(
-    line: str, path: str, number: int
-) -> tuple[SourcedRule | None, PolicyProblem | None]:
-    def problem(code: str, message: str, column: int = 1):
-        return None, PolicyProblem(Location(path, number, column), code, message)
+def _parse_line(line: str, path: str, number: int) -> SourcedRule | PolicyProblem:
+    def problem(code: str, message: str, column: int = 1) -> PolicyProblem:
+        return PolicyProblem(Location(path, number, column), code, message)
 
     # Control characters first: str.strip() and the csv module would silently eat some of them.
     char = _control_char(line.replace("\t", " "))
@@ -141,7 +139,7 @@ def _parse_line(
         starts = _field_starts(line)
         column = starts[index] + 1 if index < len(starts) else 1
         return problem(code, message, column)
-    return SourcedRule(values, Location(path, number)), None
+    return SourcedRule(values, Location(path, number))
 
 
 def _line_of(data: bytes, offset: int) -> tuple[int, int]:
@@ -151,7 +149,7 @@ def _line_of(data: bytes, offset: int) -> tuple[int, int]:
     return before.count(b"\n") + 1, len(before) - line_start + 1
 
 
-def _read_bytes(path: Path, shown: str) -> tuple[bytes | None, PolicyProblem | None]:
+def _read_bytes(path: Path, shown: str) -> bytes | PolicyProblem:
     limit = MAX_POLICY_FILE_BYTES
     try:
         size = path.stat().st_size
@@ -160,18 +158,18 @@ def _read_bytes(path: Path, shown: str) -> tuple[bytes | None, PolicyProblem | N
                 data = handle.read(limit + 1)
             size = len(data)
     except FileNotFoundError:
-        return None, PolicyProblem(Location(shown, 1), "unreadable", "file not found")
+        return PolicyProblem(Location(shown, 1), "unreadable", "file not found")
     except OSError as exc:
-        return None, PolicyProblem(
+        return PolicyProblem(
             Location(shown, 1), "unreadable", f"cannot read the file: {exc.strerror or exc}"
         )
     if size > limit:
-        return None, PolicyProblem(
+        return PolicyProblem(
             Location(shown, 1),
             "too-large",
             f"the file is {size} bytes, more than the {limit}-byte limit: split it per org",
         )
-    return data, None
+    return data
 
 
 def scan_policy_file(
@@ -180,15 +178,15 @@ def scan_policy_file(
     """Every rule of one file and every problem found in it (file-level problems stop the scan)."""
     path = Path(path)
     shown = display if display is not None else str(path)
-    data, problem = _read_bytes(path, shown)
-    if problem is not None:
-        return [], [problem]
+    data = _read_bytes(path, shown)
+    if isinstance(data, PolicyProblem):
+        return [], [data]
     nul = data.find(b"\x00")
     if nul >= 0:
-        line, column = _line_of(data, nul)
+        at_line, column = _line_of(data, nul)
         return [], [
             PolicyProblem(
-                Location(shown, line, column),
+                Location(shown, at_line, column),
                 "binary",
                 "the file contains NUL bytes: it is binary (or UTF-16), not a policy CSV file; "
                 "save it as UTF-8 text",
@@ -197,10 +195,10 @@ def scan_policy_file(
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        line, column = _line_of(data, exc.start)
+        at_line, column = _line_of(data, exc.start)
         return [], [
             PolicyProblem(
-                Location(shown, line, column),
+                Location(shown, at_line, column),
                 "encoding",
                 f"not valid UTF-8 (byte 0x{data[exc.start]:02X} at column {column}): "
                 "save the file as UTF-8",
@@ -213,11 +211,11 @@ def scan_policy_file(
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
             continue
-        sourced, problem = _parse_line(line, shown, number)
-        if problem is not None:
-            problems.append(problem)
+        parsed = _parse_line(line, shown, number)
+        if isinstance(parsed, PolicyProblem):
+            problems.append(parsed)
         else:
-            rules.append(sourced)
+            rules.append(parsed)
     return rules, problems
 
 

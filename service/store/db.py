@@ -1,14 +1,16 @@
 """Engine construction and the policy store schema (SQLAlchemy Core).
 
-The tables are declared here, in one place; the database gets them through the Alembic
-migrations in `service/store/migrations/` (tests check the two agree). Other modules may declare
-their own tables on `metadata`; each needs a migration too.
+Every table Rolegate keeps is declared here, in one place, on `metadata`; the database gets them
+through the Alembic migrations in `service/store/migrations/` (tests check the two agree). A new
+table or column belongs here and needs a migration.
 
 - `casbin_rule`: the exact table of `sqlalchemy_adapter` (id, ptype, v0..v5, all `String(255)`),
   so Casbin's own adapter can read and write the same rows, plus indexes for exact-row lookups
   and for "load the rules of these domains" (the domain is v1 for `p` and v2 for `g`).
 - `policy_state`: one row (id = 1) holding the store's revision.
 - `change_log`: one row per added or removed rule, chained by SHA-256 hashes.
+- `api_keys` (`rolegate.apikeys`), `subject_attributes` (`rolegate.subject_attributes`) and
+  `decision_log` (`rolegate.audit.decision_log`): the tables of those modules.
 
 SQLite engines get WAL, a 5 s busy timeout and foreign keys on every connection, and we emit
 `BEGIN` ourselves so that a writer can ask for `BEGIN IMMEDIATE` (execution option
@@ -21,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -86,6 +89,49 @@ change_log = sa.Table(
 )
 
 
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.String(16), primary_key=True),
+    sa.Column("org", sa.String(VALUE_WIDTH), nullable=False),
+    sa.Column("name", sa.String(VALUE_WIDTH), nullable=False),
+    sa.Column("roles", sa.Text, nullable=False),  # JSON list of role names
+    sa.Column("key_hash", sa.String(64), nullable=False),
+    # Instants as in change_log: UTC ISO 8601 text with microseconds (sorts, round-trips).
+    sa.Column("created_at", sa.String(32), nullable=False),
+    sa.Column("created_by", sa.String(VALUE_WIDTH), nullable=False),
+    sa.Column("expires_at", sa.String(32), nullable=True),
+    sa.Column("revoked_at", sa.String(32), nullable=True),
+    sa.Index("ix_api_keys_org", "org"),
+)
+
+subject_attributes = sa.Table(
+    "subject_attributes",
+    metadata,
+    sa.Column("org", sa.String(VALUE_WIDTH), primary_key=True),
+    sa.Column("subject", sa.String(VALUE_WIDTH), primary_key=True),
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+decision_log = sa.Table(
+    "decision_log",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("at", sa.String(32), nullable=False),  # UTC ISO 8601, sorts as text
+    sa.Column("decision_id", sa.String(64), nullable=False),
+    sa.Column("org", sa.String(VALUE_WIDTH), nullable=False),
+    sa.Column("subject", sa.String(VALUE_WIDTH), nullable=False),
+    sa.Column("resource", sa.Text, nullable=False),
+    sa.Column("action", sa.String(VALUE_WIDTH), nullable=False),
+    sa.Column("allowed", sa.Boolean, nullable=False),
+    sa.Column("record", sa.Text, nullable=False),  # the JSON line, as written to other sinks
+    sa.Index("ix_decision_log_org_at", "org", "at"),
+    sa.Index("ix_decision_log_org_subject_at", "org", "subject", "at"),
+    sa.Index("ix_decision_log_at", "at"),
+)
+
+
 def make_engine(url: str) -> sa.Engine:
     """Create an engine for `url` (SQLite file or PostgreSQL), configured for the policy store.
 
@@ -110,7 +156,7 @@ def make_engine(url: str) -> sa.Engine:
 
 def _configure_sqlite(engine: sa.Engine) -> None:
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection, _record):
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take transaction control away from the sqlite3 module: we emit BEGIN in "begin" below.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
@@ -122,7 +168,7 @@ def _configure_sqlite(engine: sa.Engine) -> None:
             cursor.close()
 
     @event.listens_for(engine, "begin")
-    def _on_begin(connection):
+    def _on_begin(connection: sa.Connection) -> None:
         if connection.get_execution_options().get(WRITE_TRANSACTION):
             connection.exec_driver_sql("BEGIN IMMEDIATE")
         else:
@@ -131,15 +177,6 @@ def _configure_sqlite(engine: sa.Engine) -> None:
 
 def is_postgresql(engine: sa.Engine) -> bool:
     return engine.dialect.name == "postgresql"
-
-
-def init_schema(engine: sa.Engine) -> None:
-    """Make sure the schema is this release's: an empty database is migrated to the current
-    version; a database with older, unversioned or newer tables raises `SchemaError` (see
-    `rolegate.store.schema`)."""
-    from .schema import ensure_schema
-
-    ensure_schema(engine)
 
 
 # Connection-level failures (refused, reset, timed out, killed backend): the store is unavailable.

@@ -19,6 +19,7 @@ import json
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -37,12 +38,12 @@ from .db import (
     casbin_rule,
     change_log,
     failure_reason,
-    init_schema,
     is_postgresql,
     make_engine,
     policy_state,
     transaction,
 )
+from .schema import init_schema
 
 __all__ = [
     "ChangeEntry",
@@ -166,7 +167,7 @@ def validate_rule(rule: Sequence[str]) -> Rule:
     return tuple(rule)
 
 
-def _printable(value) -> str:
+def _printable(value: object) -> str:
     """`value` for messages: control characters escaped (`\\x00`), never raw."""
     text = str(value)
     return text.encode("unicode_escape").decode("ascii") if _control_char(text) else text
@@ -208,8 +209,8 @@ def _org(rule: Rule) -> str:
 class ChangeSet:
     """Rules to add and rules to remove, applied together as one revision."""
 
-    added: tuple[Rule, ...] = ()
-    removed: tuple[Rule, ...] = ()
+    added: Sequence[Rule] = ()  # any sequence of rules; kept as a tuple of tuples
+    removed: Sequence[Rule] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "added", tuple(tuple(rule) for rule in self.added))
@@ -313,7 +314,7 @@ def entry_hash(
     return hashlib.sha256((prev_hash + canonical).encode("utf-8")).hexdigest()
 
 
-def _row_hash(row) -> str:
+def _row_hash(row: sa.Row[Any]) -> str:
     return entry_hash(
         row.prev_hash,
         revision=row.revision,
@@ -326,7 +327,7 @@ def _row_hash(row) -> str:
     )
 
 
-def _entry(row) -> ChangeEntry:
+def _entry(row: sa.Row[Any]) -> ChangeEntry:
     return ChangeEntry(
         id=row.id,
         revision=row.revision,
@@ -355,7 +356,7 @@ def _trim(row: Sequence) -> Rule:
 
 
 @functools.cache
-def _match_statement(width: int, *, delete: bool):
+def _match_statement(width: int, *, delete: bool) -> sa.Delete | sa.Select[Any]:
     """SELECT/DELETE of the rows equal to a rule of `width` values, in every column.
 
     Columns past the rule's values must be NULL or "" (the adapter writes NULL). Parameters:
@@ -385,7 +386,7 @@ def _domain_column_set(rule: Rule) -> bool:
     return (rule[0] == "p" and len(rule) > 2) or (rule[0] == "g" and len(rule) > 3)
 
 
-def _domain_clause(domains: Sequence[str]):
+def _domain_clause(domains: Sequence[str]) -> sa.ColumnElement[bool]:
     return sa.or_(
         sa.and_(casbin_rule.c.ptype == "p", casbin_rule.c.v1.in_(domains)),
         sa.and_(casbin_rule.c.ptype == "g", casbin_rule.c.v2.in_(domains)),
@@ -397,11 +398,17 @@ def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
         yield items[start : start + size]
 
 
-def _row_values(rule: Rule) -> dict:
-    values = {"ptype": rule[0]}
+def _row_values(rule: Rule) -> dict[str, str | None]:
+    values: dict[str, str | None] = {"ptype": rule[0]}
     for index, name in enumerate(VALUE_COLUMNS):
         values[name] = rule[index + 1] if index + 1 < len(rule) else None
     return values
+
+
+def _note(seen: set[Rule], rule: Rule) -> bool:
+    """Add `rule` to `seen`; False (for use in a filter: the first sighting is not a repeat)."""
+    seen.add(rule)
+    return False
 
 
 def _describe(rules: Sequence[Rule], limit: int = 3) -> str:
@@ -448,7 +455,7 @@ class PolicyStore:
 
     # ---------------------------------------------------------------- transactions
 
-    def _transaction(self, *, write: bool):
+    def _transaction(self, *, write: bool) -> AbstractContextManager[sa.Connection]:
         return transaction(self._engine, write=write)
 
     def _current_revision(self, conn: sa.Connection, *, lock: bool) -> int:
@@ -523,14 +530,23 @@ class PolicyStore:
         return DomainReload(revision, orgs, rules, complete=True)
 
     def _read_domains(
-        self, conn: sa.Connection, domains: Sequence[str], progress=None
+        self,
+        conn: sa.Connection,
+        domains: Sequence[str],
+        progress: Callable[[int], None] | None = None,
     ) -> list[Rule]:
         rules: list[Rule] = []
         for chunk in _chunks(domains, _DOMAIN_CHUNK):
             rules.extend(self._read_rules(conn, _domain_clause(chunk), progress, len(rules)))
         return rules
 
-    def _read_rules(self, conn: sa.Connection, where, progress=None, done: int = 0) -> list[Rule]:
+    def _read_rules(
+        self,
+        conn: sa.Connection,
+        where: sa.ColumnElement[bool] | None,
+        progress: Callable[[int], None] | None = None,
+        done: int = 0,
+    ) -> list[Rule]:
         """Rules as tuples, read from the DBAPI cursor in batches (no Row or ORM object per row).
 
         2M+ rows make 10M+ small objects: the cyclic GC is paused meanwhile (tuples of str
@@ -564,16 +580,17 @@ class PolicyStore:
             cursor.close()
         return rules
 
-    def _dbapi_cursor(self, conn: sa.Connection, stmt: sa.Select):
+    def _dbapi_cursor(self, conn: sa.Connection, stmt: sa.Select[Any]) -> Any:
         """`stmt` executed on a DBAPI cursor of `conn`'s transaction: a server-side (named)
         cursor on PostgreSQL, so millions of rows stream in batches instead of arriving at once.
         (SQLAlchemy's `stream_results` pre-buffers rows that a raw `fetchmany` would then miss.)
         """
         compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
-        params = compiled.construct_params()
+        named = compiled.construct_params()
+        params: Any = named
         if compiled.positional:
-            params = [params[name] for name in compiled.positiontup]
-        dbapi_connection = conn.connection.dbapi_connection
+            params = [named[name] for name in compiled.positiontup or ()]
+        dbapi_connection: Any = conn.connection.dbapi_connection
         if self._postgresql:
             cursor = dbapi_connection.cursor(name=f"rolegate_rules_{next(_CURSOR_NUMBERS)}")
             cursor.itersize = PROGRESS_EVERY
@@ -672,7 +689,7 @@ class PolicyStore:
         for name, rules in (("added", added), ("removed", removed)):
             if len(set(rules)) != len(rules):
                 seen: set[Rule] = set()
-                twice = [rule for rule in rules if rule in seen or seen.add(rule)]
+                twice = [rule for rule in rules if rule in seen or _note(seen, rule)]
                 raise PolicyError(f"{_describe(twice)}: listed twice in the {name} rules")
         both = sorted(set(added) & set(removed), key=_safe_sort_key)
         if both:
@@ -737,7 +754,7 @@ class PolicyStore:
             conn.execute(_match_statement(width, delete=True), params)  # executemany
         if changes.added and progress is None:
             conn.execute(sa.insert(casbin_rule), [_row_values(rule) for rule in changes.added])
-        elif changes.added:  # same transaction, in chunks so a progress bar can follow
+        elif changes.added and progress is not None:  # in chunks, so a progress bar can follow
             for chunk in _chunks(changes.added, _INSERT_CHUNK):
                 conn.execute(sa.insert(casbin_rule), [_row_values(rule) for rule in chunk])
                 progress(len(chunk))

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import command
@@ -106,26 +107,8 @@ def head_revision() -> str:
 
 
 def declared_metadata() -> sa.MetaData:
-    """Every table Rolegate declares (the store's `metadata` plus other modules' own), merged.
-
-    Importing the core imports every module that declares tables.
-    """
-    import rolegate.core  # noqa: F401
-
-    merged = sa.MetaData()
-    for declared in (metadata, *_other_metadata()):
-        for table in declared.tables.values():
-            if table.name not in merged.tables:
-                table.to_metadata(merged)
-    return merged
-
-
-def _other_metadata() -> list[sa.MetaData]:
-    try:  # the decision log keeps its table on its own MetaData
-        from ..audit.decision_log import audit_metadata
-    except ImportError:
-        return []
-    return [audit_metadata]
+    """Every table Rolegate declares (all on `rolegate.store.db.metadata`)."""
+    return metadata
 
 
 def _state(connection: sa.Connection) -> SchemaState:
@@ -215,6 +198,12 @@ def ensure_schema(engine: sa.Engine) -> SchemaState:
     return state
 
 
+def init_schema(engine: sa.Engine) -> None:
+    """Make sure the schema is this release's: an empty database is migrated to the current
+    version; a database with older, unversioned or newer tables raises `SchemaError`."""
+    ensure_schema(engine)
+
+
 def schema_differences(engine: sa.Engine) -> list[str]:
     """Differences between the database and the tables declared on `metadata` (empty: none)."""
     from alembic.autogenerate import compare_metadata
@@ -225,7 +214,7 @@ def schema_differences(engine: sa.Engine) -> list[str]:
     return [_format_diff(diff) for diff in diffs]
 
 
-def _format_diff(diff) -> str:
+def _format_diff(diff: Any) -> str:
     if isinstance(diff, list):  # column modifications come grouped
         return "; ".join(_format_diff(item) for item in diff)
     kind, *rest = diff
