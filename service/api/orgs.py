@@ -7,7 +7,7 @@ answer. Authorisation, escalation and last-admin checks all live in the core mod
 from __future__ import annotations
 
 from flask import Blueprint, request
-from werkzeug.routing import BaseConverter
+from werkzeug.routing import PathConverter
 
 from ..admin import Caller, OrgAdmin, check_fields, page_limit
 from ..core import validate_text
@@ -30,11 +30,12 @@ bp = Blueprint("orgs", __name__)
 BULK = "bulk"
 
 
-class MemberConverter(BaseConverter):
-    """A member segment of `/members/<member:subject>`: any segment but `bulk`, so that
-    `/members/bulk` is only the bulk endpoint (its OPTIONS and 405 `Allow` list POST alone)."""
+class MemberConverter(PathConverter):
+    """The subject of `/members/<member:subject>`: the rest of the path (a subject may hold
+    `/`, sent percent-encoded), except exactly `bulk`, so that `/members/bulk` is only the bulk
+    endpoint (its OPTIONS and 405 `Allow` list POST alone)."""
 
-    regex = f"(?!{BULK}$)[^/]+"
+    regex = f"(?!{BULK}$)[^/].*?"
 
 
 @bp.record_once
