@@ -1,4 +1,4 @@
-"""A bare Flask `hello` under the same gunicorn settings as `rolegate serve`: the HTTP baseline.
+"""A bare Flask `hello` under the same server settings as `rolegate serve`: the HTTP baseline.
 
 python bench/hello_app.py --port 8101 --workers 2
 """
@@ -13,8 +13,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from flask import Flask  # noqa: E402
 
-from rolegate.cli.serve import gunicorn_options, run_gunicorn  # noqa: E402
 from rolegate.config import Settings  # noqa: E402
+from rolegate.server import ServerOptions, run_server  # noqa: E402
 
 
 def create_app() -> Flask:
@@ -34,16 +34,15 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     settings = Settings.from_env()
-    options = gunicorn_options(
-        "127.0.0.1",
-        args.port,
-        args.workers,
+    options = ServerOptions(
+        host="127.0.0.1",
+        port=args.port,
+        workers=args.workers,
         threads=settings.threads,
         timeout=settings.worker_timeout,
         graceful_timeout=settings.graceful_timeout,
     )
-    options.pop("child_exit", None)  # Rolegate's metrics hook: nothing to clean up here
-    run_gunicorn(create_app, options)
+    run_server(create_app, options)
 
 
 if __name__ == "__main__":

@@ -46,9 +46,11 @@ from .engine import CheckRequest, Snapshot, coverage, patterns, reads
 from .engine.coverage import Access
 from .engine.reads import Link, link_rule
 from .errors import Conflict, Forbidden, InvalidRequest, NotFound, RolegateError
+from .identifiers import check_org_id, check_subject_id
 from .identity import Principal
 from .rules import TEMPLATE_DOMAIN, Rule
 from .store import ChangeSet, rule_problem
+from .store.db import MANAGED_BY_API
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -118,11 +120,12 @@ def check_value(value: Any, field_name: str) -> str:
 
 
 def check_org(value: Any, field_name: str = "org") -> str:
-    return check_value(validate_org(value, field_name), field_name)
+    """An org id of the one grammar (`rolegate.identifiers`): 400 `invalid_org_id` otherwise."""
+    return check_org_id(check_value(validate_org(value, field_name), field_name), field_name)
 
 
 def check_subject(value: Any, field_name: str = "subject") -> str:
-    subject = check_value(value, field_name)
+    subject = check_subject_id(check_value(value, field_name), field_name)
     if subject.startswith(SUBJECT_PREFIX):
         raise InvalidRequest(f"{field_name}: {subject!r} is an API key: use the api-keys endpoints")
     return subject
@@ -176,25 +179,12 @@ def page_limit(value: Any) -> int:
 
 
 def _pattern_problem(core: Rolegate, pattern: str) -> str | None:
-    """Why a resource pattern may not be written through the API (None: it may).
-
-    The engine's `patterns.validate_pattern` when it exists; until then the safe grammar of
-    `coverage` (literal text, `:name`, `/*`) unless `allow_regex_patterns` is set.
-    """
-    allow_regex = bool(getattr(core.settings, "allow_regex_patterns", False))
-    validate = getattr(patterns, "validate_pattern", None)
-    if validate is not None:
-        return validate(pattern, allow_regex=allow_regex)
-    return _safe_grammar_problem(core.engine.shape.resource_function, pattern, allow_regex)
-
-
-def _safe_grammar_problem(function: str, pattern: str, allow_regex: bool) -> str | None:
-    # Interim shim (see _pattern_problem): replaced by the engine's validate_pattern at merge.
-    if allow_regex or function != "keyMatch2" or coverage.exact(function, pattern):
-        return None
-    return (
-        f"{pattern!r} uses regular-expression syntax; resource patterns are literal text, "
-        "`:name` (one path segment) and `/*` (anything below)"
+    """Why a resource pattern may not be written through the API (None: it may): the engine's
+    rule (safe grammar unless ROLEGATE_ALLOW_REGEX_PATTERNS, always linear-time matchable)."""
+    return patterns.validate_pattern(
+        pattern,
+        allow_regex=core.settings.allow_regex_patterns,
+        function=core.engine.shape.resource_function,
     )
 
 
@@ -260,6 +250,8 @@ class _Plan:
     result: dict[str, Any] = field(default_factory=dict)
     # Other rows written in the same transaction as the rules (API key rows).
     also: Callable[[sa.Connection], None] | None = None
+    # Written as the admin API (file-managed rules may not be removed); revoking a key is not.
+    managed_by: str | None = MANAGED_BY_API
 
 
 class OrgAdmin:
@@ -464,6 +456,23 @@ class OrgAdmin:
             )
         return tops[0]
 
+    # -- ownership ----------------------------------------------------------------------------
+
+    def _refuse_file_managed(self, removed: Sequence[Rule], what: str, org: str) -> None:
+        """409 `managed_by_files` when a change would remove rules the policy files manage."""
+        if not removed:
+            return
+        from_files = sorted(self.core.store.file_managed(removed))
+        if not from_files:
+            return
+        shown = ", ".join(f"`{', '.join(rule)}`" for rule in from_files[:3])
+        raise Conflict(
+            f"cannot change {what} in org {org!r}: {shown} is managed by the policy files "
+            f"({'roles' if org == TEMPLATE_DOMAIN else org}.csv), not the admin API; change the "
+            "file and import it, or ask whoever owns the policy repository",
+            code="managed_by_files",
+        )
+
     # -- writing ------------------------------------------------------------------------------
 
     def _snapshot(self) -> Snapshot:
@@ -483,6 +492,7 @@ class OrgAdmin:
                     actor=caller.actor,
                     expected_revision=snapshot.revision,
                     also=planned.also,
+                    managed_by=planned.managed_by,
                 )
             except Conflict as exc:
                 if exc.code == "revision_conflict" and attempt + 1 < MAX_ATTEMPTS:
@@ -521,11 +531,20 @@ class OrgAdmin:
         """Offboard: revoke the org's API keys, then remove every rule of the org at once."""
         org = check_org(org)
         self._authorize_platform(caller)
-        if org not in self._snapshot().domains:
+        snapshot = self._snapshot()
+        if org not in snapshot.domains:
             raise NotFound(f"org {org!r} does not exist", code="unknown_org")
+        from_files = self.core.store.file_managed(snapshot.rules(org))
+        if from_files:
+            raise Conflict(
+                f"org {org!r} has {len(from_files)} rule(s) managed by the policy files: delete "
+                f"its policy file ({org}.csv) and import the files to offboard it",
+                code="managed_by_files",
+            )
         revoked = self.core.api_keys.revoke_org(org)
         self.core.subject_attributes.delete_org(org)
         changes, revision = self.core.store.replace_all([], actor=caller.actor, domains=[org])
+        # (replace_all removes whoever manages a row: the check above found only API rules.)
         if not changes.is_empty():
             self.core.catch_up(revision, changes)
         return {
@@ -549,11 +568,17 @@ class OrgAdmin:
         if after is not None:
             subjects = [s for s in subjects if s > after]
         page = subjects[:limit]
+        from_files = self.core.store.file_managed(
+            ("g", subject, role, org) for subject in page for role in members[subject]
+        )
         items = []
         for subject in page:
             direct = sorted(members[subject])
             inherited = sorted(set(reads.roles_of(snapshot, subject, org)) - {subject, *direct})
-            items.append({"subject": subject, "roles": direct, "inherited": inherited})
+            owner = "files" if any(("g", subject, r, org) in from_files for r in direct) else "api"
+            items.append(
+                {"subject": subject, "roles": direct, "inherited": inherited, "managed_by": owner}
+            )
         return {
             "org": org,
             "members": items,
@@ -581,6 +606,7 @@ class OrgAdmin:
         # Only the member's own links change, and a member is no role: only they can gain.
         what = f"give {subject!r} the roles {', '.join(sorted(roles))}"
         self._check_escalation(base, snapshot, after, org, [subject], what)
+        self._refuse_file_managed(changes.removed, f"{subject!r}'s roles", org)
         return changes, after
 
     def set_member_roles(
@@ -613,6 +639,7 @@ class OrgAdmin:
             # With a default role, a former member may gain what their roles denied.
             what = f"remove {subject!r}"
             self._check_escalation(base, snapshot, after, org, [subject], what)
+            self._refuse_file_managed(links, f"{subject!r}'s roles", org)
             self._check_last_admin(snapshot, after, org, subject, changes)
             return _Plan(changes, {"org": org, "subject": subject, "removed": True})
 
@@ -738,6 +765,7 @@ class OrgAdmin:
                 changes = ChangeSet(added=parsed)
             after = snapshot.with_changes(snapshot.revision, changes.added, changes.removed)
             self._check_rule_changes(base, snapshot, after, org, changes)
+            self._refuse_file_managed(changes.removed, "these rules", org)
             if not self._keeps_admin(snapshot, after, org):
                 raise Conflict(f"org {org!r} would be left without an admin", code="last_admin")
             return _Plan(changes, {"org": org, "changed": len(parsed)})
@@ -836,7 +864,9 @@ class OrgAdmin:
             links = ChangeSet(removed=member_rules(snapshot, org, key.subject))
             if links.is_empty():  # no links left: mark the row on its own
                 keys.revoke(key_id)
-            return _Plan(links, also=lambda conn: keys.revoke_row(conn, key_id))
+            # Revocation always succeeds: even a key link some other tool marked as file-managed
+            # goes with its key (a key and its links are never split apart).
+            return _Plan(links, also=lambda conn: keys.revoke_row(conn, key_id), managed_by=None)
 
         # The row is marked revoked in the same transaction that drops the key's role links.
         result = self._commit(caller, plan)

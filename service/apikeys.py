@@ -7,8 +7,16 @@ the data dir (file `api-key-secret`, mode 600): every process that verifies keys
 
 A key's roles are ordinary `g, apikey:<id>, <role>, <org>` rules in the policy store (written by
 `rolegate.admin`), so the engine decides for a key exactly as for a user; this module only keeps
-the key row and answers "is this key valid right now". The row is read on every authentication,
-so a revoked or expired key is refused at once by every worker.
+the key row and answers "is this key valid right now".
+
+Authentication is answered from memory: each process keeps every key row (id, org, HMAC, expiry,
+revocation) and re-reads them all when its policy revision changes (a revocation that drops the
+key's role links is a new revision: refused by every worker as soon as it has that revision) and
+at least every API_KEY_RELOAD_S seconds from the revision poll (a key revoked without role links:
+refused within that bound). Expiry is compared with the clock on every request. An id not in
+memory (a key minted by another instance a moment ago) is looked up once in the database, at most
+MAX_MISS_LOOKUPS at a time and never while the database is known to be unreachable, so a stalled
+database never holds a decision.
 """
 
 from __future__ import annotations
@@ -20,6 +28,8 @@ import logging
 import os
 import re
 import secrets
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,7 +39,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from .config import Settings
-from .errors import AuthenticationError, ConfigError
+from .errors import AuthenticationError, ConfigError, StoreUnavailable
 from .identity import Principal
 from .store.db import api_keys, transaction
 
@@ -41,6 +51,9 @@ SECRET_FILE = "api-key-secret"
 MAX_KEY_CHARS = 200
 MIN_SERVER_KEY_BYTES = 32
 _KEY = re.compile(r"rgk_([0-9a-f]{16})_([A-Za-z0-9_-]{20,100})")
+API_KEY_RELOAD_S = 10.0  # longest a key revoked without a policy revision stays usable
+MAX_MISS_LOOKUPS = 2  # concurrent database lookups of ids not in memory, per process
+UNREACHABLE_BACKOFF_S = 2.0  # after a failed read, ids not in memory are refused (503) this long
 
 
 def format_instant(moment: datetime) -> str:
@@ -149,6 +162,11 @@ class ApiKeyStore:
     def __init__(self, engine: sa.Engine, secret: bytes):
         self._engine = engine
         self._secret = secret
+        # id -> (key, HMAC): replaced whole, so readers need no lock.
+        self._index: dict[str, tuple[ApiKey, str]] | None = None
+        self._index_loaded_at = 0.0
+        self._unreachable_until = 0.0
+        self._misses = threading.BoundedSemaphore(MAX_MISS_LOOKUPS)
 
     @classmethod
     def from_settings(cls, engine: sa.Engine, settings: Settings) -> ApiKeyStore:
@@ -210,6 +228,7 @@ class ApiKeyStore:
         created, full_key, row = self.new_key(key_id, **fields)
         with self._write() as conn:
             self.insert_row(conn, row)
+        self.reload_index()
         return created, full_key
 
     @staticmethod
@@ -231,6 +250,7 @@ class ApiKeyStore:
                 .values(revoked_at=now_text())
             )
             row = conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id)).first()
+        self.reload_index()
         if row is not None:
             log.info("api key %s revoked", key_id)
         return None if row is None else _row_key(row)
@@ -243,6 +263,7 @@ class ApiKeyStore:
                 .where(api_keys.c.org == org, api_keys.c.revoked_at.is_(None))
                 .values(revoked_at=now_text())
             )
+        self.reload_index()
         return result.rowcount or 0
 
     def _write(self):
@@ -260,28 +281,75 @@ class ApiKeyStore:
         with transaction(self._engine, write=False, what="API key store") as conn:
             return [_row_key(row) for row in conn.execute(stmt)]
 
+    # -- the in-memory index ---------------------------------------------------------------
+
+    def reload_index(self) -> bool:
+        """Re-read every key row into memory; False (the previous index kept) when the database
+        cannot be read."""
+        try:
+            with transaction(self._engine, write=False, what="API key store") as conn:
+                rows = conn.execute(sa.select(api_keys)).all()
+        except StoreUnavailable as exc:
+            self._unreachable_until = time.monotonic() + UNREACHABLE_BACKOFF_S
+            log.warning("API keys not re-read: %s", exc.message)
+            return False
+        self._index = {row.id: (_row_key(row), row.key_hash) for row in rows}
+        self._index_loaded_at = time.monotonic()
+        return True
+
+    def reload_index_if_old(self) -> None:
+        """The poll's bound on staleness: re-read when the index is API_KEY_RELOAD_S old."""
+        if self._index is not None and time.monotonic() - self._index_loaded_at >= API_KEY_RELOAD_S:
+            self.reload_index()
+
+    def _lookup(self, key_id: str) -> tuple[ApiKey, str] | None:
+        """The key and its HMAC, from memory; an id not there is read from the database once."""
+        if self._index is None:
+            self.reload_index()
+        index = self._index or {}
+        found = index.get(key_id)
+        if found is not None:
+            return found
+        if time.monotonic() < self._unreachable_until:
+            raise StoreUnavailable("API key store unavailable: the key cannot be verified now")
+        if not self._misses.acquire(blocking=False):
+            raise StoreUnavailable("API key store busy: the key cannot be verified now")
+        try:
+            with transaction(self._engine, write=False, what="API key store") as conn:
+                row = conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id)).first()
+        except StoreUnavailable:
+            self._unreachable_until = time.monotonic() + UNREACHABLE_BACKOFF_S
+            raise
+        finally:
+            self._misses.release()
+        if row is None:
+            return None
+        found = (_row_key(row), row.key_hash)
+        self._index = {**index, key_id: found}
+        return found
+
     def authenticate(self, key: str) -> Principal:
         """The principal of a valid key; AuthenticationError (401) otherwise. Never logs `key`."""
         match = _KEY.fullmatch(key.strip()) if isinstance(key, str) else None
         if match is None or len(key) > MAX_KEY_CHARS:
             raise _unauthorized("the API key is malformed: expected rgk_<id>_<secret>")
         key_id, secret = match.groups()
-        with transaction(self._engine, write=False, what="API key store") as conn:
-            row = conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id)).first()
+        found = self._lookup(key_id)
         # Compute the digest even for unknown ids, so timing does not tell which ids exist.
         digest = self._digest(key_id, secret)
-        expected = row.key_hash if row is not None else "0" * 64
-        if not hmac.compare_digest(digest, expected) or row is None:
+        expected = found[1] if found is not None else "0" * 64
+        if not hmac.compare_digest(digest, expected) or found is None:
             log.info("api key %s refused: unknown id or wrong secret", key_id)
             raise _unauthorized("the API key is not valid")
-        state = _row_key(row).state()
+        api_key = found[0]
+        state = api_key.state()
         if state == "revoked":
             raise _unauthorized("the API key has been revoked", "api_key_revoked")
         if state == "expired":
             raise _unauthorized("the API key has expired", "api_key_expired")
         return Principal(
             subject=key_subject(key_id),
-            org=row.org,
+            org=api_key.org,
             roles=(),
             issuer=None,
             key_id=key_id,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .logs import LOG_FORMATS, LOG_LEVELS
 
 ENV_PREFIX = "ROLEGATE_"
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -37,11 +38,56 @@ def _optional_text(value: str) -> str | None:
 
 
 def _int(value: str) -> int:
-    return int(value)
+    try:
+        return int(value.strip())
+    except ValueError:
+        raise ValueError(f"expected a whole number, got {value!r}") from None
 
 
 def _float(value: str) -> float:
-    return float(value)
+    try:
+        number = float(value.strip())
+    except ValueError:
+        raise ValueError(f"expected a number, got {value!r}") from None
+    if number != number or number in (float("inf"), float("-inf")):
+        raise ValueError(f"expected a finite number, got {value!r}")
+    return number
+
+
+DATABASE_BACKENDS = ("sqlite", "postgresql")
+
+
+def _choice(accepted: tuple[str, ...], *, upper: bool = False) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        chosen = value.strip().upper() if upper else value.strip().lower()
+        if chosen not in accepted:
+            raise ValueError(f"expected one of {', '.join(accepted)}, got {value!r}")
+        return chosen
+
+    return parse
+
+
+def _database_url(value: str) -> str:
+    """A SQLAlchemy URL of a backend the store supports (`postgres://` gets a hint)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    value = value.strip()
+    if not value:
+        return ""  # the default: rolegate.db in ROLEGATE_HOME
+    accepted = "expected sqlite:///<file> or postgresql+psycopg://user@host/db"
+    scheme = value.partition(":")[0].lower()
+    if scheme in ("postgres", "postgresql+psycopg2", "postgres+psycopg"):
+        raise ValueError(f"{scheme}:// is not supported; use postgresql+psycopg://")
+    try:
+        url = make_url(value)
+    except ArgumentError:
+        raise ValueError(f"not a database URL ({accepted})") from None
+    if url.get_backend_name() not in DATABASE_BACKENDS:
+        raise ValueError(f"unsupported database {url.get_backend_name()!r} ({accepted})")
+    if url.get_backend_name() == "postgresql" and url.get_driver_name() != "psycopg":
+        raise ValueError("use the psycopg driver: postgresql+psycopg://")
+    return value
 
 
 def _bool(value: str) -> bool:
@@ -88,11 +134,19 @@ class Setting:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting(
-        "database_url",
-        "sqlite:///rolegate.db",
+        "home",
+        "",
         _text,
-        "SQLAlchemy URL of the policy store. SQLite file in the working directory by default; "
-        "`postgresql+psycopg://user@host/db` in production.",
+        "Rolegate's per-user home: the default data dir and SQLite database live here, the same "
+        "for every command wherever it runs. Default: `$XDG_DATA_HOME/rolegate`, else "
+        "`~/.local/share/rolegate`.",
+    ),
+    Setting(
+        "database_url",
+        "",
+        _database_url,
+        "SQLAlchemy URL of the policy store. Default: the SQLite file `rolegate.db` in "
+        "ROLEGATE_HOME; `postgresql+psycopg://user@host/db` in production.",
     ),
     Setting("policy_dir", "policies", _text, "Directory of policy CSV files (`*.csv`)."),
     Setting(
@@ -103,7 +157,11 @@ SETTINGS: tuple[Setting, ...] = (
         "shipped with Rolegate.",
     ),
     Setting(
-        "data_dir", ".rolegate", _text, "Where the service keeps generated files (demo secret)."
+        "data_dir",
+        "",
+        _text,
+        "Where the service keeps generated files (demo secret, reload errors). Default: "
+        "ROLEGATE_HOME.",
     ),
     Setting("jwt_secret", None, _optional_text, "HMAC secret for HS256/384/512 tokens."),
     Setting(
@@ -173,6 +231,14 @@ SETTINGS: tuple[Setting, ...] = (
         "allowed `manage` on `/members`.",
     ),
     Setting(
+        "allow_regex_patterns",
+        False,
+        _bool,
+        "When 1, resource patterns written through the admin API and in policy files may use "
+        "regular-expression syntax (matched in linear time); default: literal text, `:name`, "
+        "`/*` and `*` only.",
+    ),
+    Setting(
         "decision_log",
         "",
         _text,
@@ -192,6 +258,14 @@ SETTINGS: tuple[Setting, ...] = (
         "Days the database decision log keeps a record (0: keep forever).",
     ),
     Setting(
+        "shadow_policy_dir",
+        None,
+        _optional_text,
+        "Candidate policy directory evaluated beside the live policy for every decision, off the "
+        "request path (watched for edits); disagreements go to `/metrics` and the decision log "
+        "(unset: no shadow evaluation). See docs/audit.md.",
+    ),
+    Setting(
         "api_key_secret",
         None,
         _optional_text,
@@ -203,27 +277,38 @@ SETTINGS: tuple[Setting, ...] = (
         _float,
         "Seconds between policy revision polls of the store (0 disables polling).",
     ),
-    Setting("log_level", "INFO", _text, "Log level (DEBUG, INFO, WARNING, ERROR)."),
+    Setting(
+        "log_level",
+        "INFO",
+        _choice(LOG_LEVELS, upper=True),
+        "Log level (DEBUG, INFO, WARNING, ERROR).",
+    ),
     Setting(
         "log_format",
         "json",
-        _text,
+        _choice(LOG_FORMATS),
         "Log lines: `json` (one object per line, with the request id) or `text`.",
     ),
     Setting(
         "min_revision_wait",
         2.0,
         _float,
-        "Seconds a check with `min_revision` waits for this worker to catch up before 503 "
-        "`revision_unavailable`.",
+        "Seconds a check with `min_revision` may wait for a reload already running in this "
+        "worker before 503 `revision_unavailable` (a revision the store does not have: 400 "
+        "`revision_ahead` at once).",
     ),
-    Setting("workers", 0, _int, "`serve`: gunicorn worker processes (0: one per CPU)."),
-    Setting("threads", 4, _int, "`serve`: request threads per worker."),
+    Setting("workers", 0, _int, "`serve`: worker processes (0: one per CPU)."),
+    Setting(
+        "threads",
+        4,
+        _int,
+        "`serve`: Python threads running requests, per worker (16 per thread more are queued).",
+    ),
     Setting(
         "worker_timeout",
         30,
         _int,
-        "`serve`: seconds a request may run before gunicorn restarts the worker.",
+        "`serve`: seconds a request may run before its worker is restarted.",
     ),
     Setting(
         "graceful_timeout",
@@ -298,12 +383,25 @@ SETTINGS: tuple[Setting, ...] = (
 SETTING_BY_NAME = {setting.name: setting for setting in SETTINGS}
 
 
+def default_home(environ: Mapping[str, str] | None = None) -> Path:
+    """`$XDG_DATA_HOME/rolegate`, else `~/.local/share/rolegate` (the XDG per-user data dir)."""
+    environ = os.environ if environ is None else environ
+    base = environ.get("XDG_DATA_HOME", "").strip()
+    if base and Path(base).is_absolute():
+        return Path(base) / "rolegate"
+    try:
+        return Path.home() / ".local" / "share" / "rolegate"
+    except RuntimeError:  # no HOME and no passwd entry (some containers): set ROLEGATE_HOME
+        return Path("/var/lib/rolegate")
+
+
 @dataclass(frozen=True)
 class Settings:
-    database_url: str = "sqlite:///rolegate.db"
+    home: str = ""
+    database_url: str = ""
     policy_dir: str = "policies"
     model: str = ""
-    data_dir: str = ".rolegate"
+    data_dir: str = ""
     jwt_secret: str | None = None
     jwt_public_key: str | None = None
     jwks_url: str | None = None
@@ -321,9 +419,11 @@ class Settings:
     trust_token_roles: bool = False
     default_role: str | None = None
     org_admin_role: str | None = None
+    allow_regex_patterns: bool = False
     decision_log: str = ""
     decision_log_db: bool = False
     decision_log_retention_days: int = 30
+    shadow_policy_dir: str | None = None
     api_key_secret: str | None = None
     poll_interval: float = 2.0
     log_level: str = "INFO"
@@ -342,6 +442,15 @@ class Settings:
     authzen_owner_attribute: str = "email"
     authzen_subject_types: tuple[str, ...] = ("user",)
     authzen_public_url: str = ""
+
+    def __post_init__(self) -> None:
+        """Resolve the home-relative defaults once, to absolute paths (cwd-independent)."""
+        home = Path(self.home).expanduser() if self.home else default_home()
+        object.__setattr__(self, "home", str(home.absolute()))
+        if not self.data_dir:
+            object.__setattr__(self, "data_dir", str(home.absolute()))
+        if not self.database_url:
+            object.__setattr__(self, "database_url", f"sqlite:///{home.absolute() / 'rolegate.db'}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

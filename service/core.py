@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import metrics
 from .apikeys import SUBJECT_PREFIX as API_KEY_PREFIX
@@ -34,11 +34,17 @@ from .sync import PolicySync
 from .validation import MAX_NAME_CHARS as MAX_NAME_CHARS  # re-exported for one release
 from .validation import validate_org, validate_text
 
+if TYPE_CHECKING:
+    from .shadow import ShadowEvaluator
+
 log = logging.getLogger("rolegate")
 
 MAX_RESOURCE_CHARS = 2048
 MAX_BATCH = 1000
 MAX_REVISION = 2**63 - 1
+# Requests of one worker that may wait for a policy revision at once; more get 503 at once.
+MAX_REVISION_WAITERS = 4
+MAX_NEAREST_PER_BATCH = 20  # denied items of a batch whose explanation lists the nearest roles
 # Up to this many change-log entries behind, a worker re-reads only the changed orgs.
 MAX_INCREMENTAL_ENTRIES = 50_000
 PROGRESS_LOG_FROM = 100_000  # rules: smaller loads are not worth a progress line
@@ -137,7 +143,15 @@ def refuse_role_subject(snapshot: Snapshot, principal: Principal) -> None:
         raise Forbidden(f"the caller is refused: {problem}", code="subject_is_role")
 
 
-def decision_payload(request: CheckRequest, decision: Decision, explain: bool) -> dict[str, Any]:
+def decision_payload(
+    request: CheckRequest,
+    decision: Decision,
+    explain: bool,
+    engine: Engine | None = None,
+    snapshot: Snapshot | None = None,
+    *,
+    nearest: bool = True,
+) -> dict[str, Any]:
     payload: dict[str, Any] = {
         "allowed": decision.allowed,
         "subject": request.subject,
@@ -149,6 +163,12 @@ def decision_payload(request: CheckRequest, decision: Decision, explain: bool) -
     }
     if explain:
         payload["reason"] = decision.reason
+        if engine is not None and not decision.allowed:
+            from .engine.explain import explain_denial
+
+            payload["reason"].update(
+                explain_denial(engine, request, decision, snapshot, nearest=nearest)
+            )
     return payload
 
 
@@ -174,6 +194,7 @@ class Rolegate:
         self.last_reload_error: str | None = None
         self.loaded = False
         self._reload_lock = threading.Lock()
+        self._revision_waiters = threading.BoundedSemaphore(MAX_REVISION_WAITERS)
         # What this process last heard from the store (see `refresh`, `rolegate.sync`).
         self.store_revision: int | None = None
         self.store_error: str | None = None
@@ -181,6 +202,7 @@ class Rolegate:
         # Called as (old_revision, new_revision, kind) after each snapshot swap from the store.
         self.reload_listeners: list[Callable[[int, int, str], None]] = []
         self.sync: PolicySync | None = None  # once start_sync() ran
+        self.shadow: ShadowEvaluator | None = None  # ROLEGATE_SHADOW_POLICY_DIR
 
     @classmethod
     def from_settings(cls, settings: Settings, *, with_identity: bool = True) -> Rolegate:
@@ -203,11 +225,17 @@ class Rolegate:
         return Path(self.settings.policy_dir)
 
     def sync_policies(self, actor: str | None = None) -> int:
-        """Make the store equal the policy dir (one transaction); returns the store revision."""
+        """Make the store's file-managed rules equal the policy dir (one transaction; rules
+        managed by the admin API are kept, see `PolicyStore.sync_files`); returns the revision."""
         sourced = read_policy_dir(self.policy_dir)
-        _, revision = self.store.replace_all(
-            [item.rule for item in sourced], actor=actor or f"file:{self.policy_dir}"
+        result = self.store.sync_files(
+            [item.rule for item in sourced if item.managed_by == "files"],
+            seeds=[item.rule for item in sourced if item.managed_by != "files"],
+            actor=actor or f"file:{self.policy_dir}",
         )
+        revision = result.revision
+        if not result.is_empty():
+            log.info("policy files synced: %s", result.summary())
         if self.settings.subject_attributes:
             records = read_attributes_file(Path(self.settings.subject_attributes))
             self.subject_attributes.replace_all(records)
@@ -242,33 +270,38 @@ class Rolegate:
         re-read (one consistent read); a gap the log cannot explain means a full load.
         """
         with self._reload_lock:
-            if target is not None and self.engine.revision >= target:
-                return False
-            started = time.perf_counter()
-            before = self.engine.revision
-            try:
-                reload = self.store.load_changes(before, max_entries=MAX_INCREMENTAL_ENTRIES)
-                self.note_store_revision(reload.revision)
-                self.store_error = None
-                if not reload.complete:
-                    self.load()
-                elif reload.revision != before:
-                    self.engine.replace_domains(reload.revision, reload.orgs, reload.rules)
-                    self._swapped(before, reload.revision, "incremental", started)
-                else:
-                    self.last_reload_error = None
-                    return False
-                self.last_reload_error = None
-                return True
-            except Exception as exc:
-                self.last_reload_error = f"{type(exc).__name__}: {exc}"
-                self.store_error = self.last_reload_error
-                metrics.reload_failed()
-                log.error("policy reload failed: %s", self.last_reload_error)
-                return False
+            changed, _ = self._reload(target)
+            return changed
+
+    def _reload(self, target: int | None) -> tuple[bool, bool]:
+        """`refresh` under the reload lock: (snapshot changed, store read or target reached)."""
+        if target is not None and self.engine.revision >= target:
+            return False, True
+        started = time.perf_counter()
+        before = self.engine.revision
+        try:
+            reload = self.store.load_changes(before, max_entries=MAX_INCREMENTAL_ENTRIES)
+            self.note_store_revision(reload.revision)
+            self.store_error = None
+            self.last_reload_error = None
+            if not reload.complete:
+                self.load()
+            elif reload.revision != before:
+                self.engine.replace_domains(reload.revision, reload.orgs, reload.rules)
+                self._swapped(before, reload.revision, "incremental", started)
+            else:
+                return False, True
+            return True, True
+        except Exception as exc:
+            self.last_reload_error = f"{type(exc).__name__}: {exc}"
+            self.store_error = self.last_reload_error
+            metrics.reload_failed()
+            log.error("policy reload failed: %s", self.last_reload_error)
+            return False, False
 
     def _swapped(self, before: int, revision: int, kind: str, started: float) -> None:
         reads.role_names(self.engine.snapshot)  # the refusal set, computed off the request path
+        self.reload_api_keys()
         self.revision_applied_at = time.time()
         metrics.observe_reload(kind, time.perf_counter() - started)
         metrics.set_revision(revision)
@@ -302,22 +335,44 @@ class Rolegate:
         return max(0, self.store_revision - self.engine.revision)
 
     def ensure_revision(self, min_revision: int | None) -> None:
-        """Read-your-writes: wait (bounded) until the engine has `min_revision`, else 503."""
+        """Read-your-writes: the engine has `min_revision` after at most one catch-up with the
+        store, else an error at once: 400 `revision_ahead` when the store itself has no such
+        revision, 503 `revision_unavailable` when the store cannot be read in time or too many
+        requests of this worker already wait (MAX_REVISION_WAITERS)."""
         if min_revision is None or self.engine.revision >= min_revision:
             return
-        deadline = time.monotonic() + self.settings.min_revision_wait
-        while True:
-            self.refresh(target=min_revision)
-            if self.engine.revision >= min_revision:
-                return
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise ServiceUnavailable(
-                    f"policy revision {min_revision} is not available here yet (this worker is "
-                    f"at {self.engine.revision}, the store at {self.store_revision}): retry",
-                    code="revision_unavailable",
-                )
-            time.sleep(min(0.05, remaining))
+        if not self._revision_waiters.acquire(blocking=False):
+            raise self._revision_unavailable(min_revision, "too many checks wait for revisions")
+        try:
+            read = self._catch_up(min_revision, self.settings.min_revision_wait)
+        finally:
+            self._revision_waiters.release()
+        if self.engine.revision >= min_revision:
+            return
+        if read and self.store_revision is not None and min_revision > self.store_revision:
+            raise InvalidRequest(
+                f"min_revision: {min_revision} is beyond the store's latest revision "
+                f"({self.store_revision})",
+                code="revision_ahead",
+            )
+        raise self._revision_unavailable(min_revision, "the store could not be read in time")
+
+    def _catch_up(self, target: int, wait: float) -> bool:
+        """One refresh towards `target`, waiting at most `wait` s for a reload already running;
+        True when the store was read (or the target reached meanwhile)."""
+        if not self._reload_lock.acquire(timeout=max(wait, 0)):
+            return self.engine.revision >= target
+        try:
+            return self._reload(target)[1]
+        finally:
+            self._reload_lock.release()
+
+    def _revision_unavailable(self, revision: int, why: str) -> ServiceUnavailable:
+        return ServiceUnavailable(
+            f"policy revision {revision} is not available here yet ({why}; this worker is at "
+            f"{self.engine.revision}): retry",
+            code="revision_unavailable",
+        )
 
     def start_sync(self) -> None:
         """Follow the store from this process: LISTEN/NOTIFY (PostgreSQL) and the poll."""
@@ -349,6 +404,15 @@ class Rolegate:
             principal = self.verifier.authenticate(authorization)
         refuse_role_subject(self.engine.snapshot, principal)
         return principal
+
+    def reload_api_keys(self, *, only_if_old: bool = False) -> None:
+        """Keep the in-memory API keys current (after a revision change; from the poll)."""
+        if "api_keys" not in self.__dict__:
+            return  # not used in this process yet: loaded on first use
+        if only_if_old:
+            self.api_keys.reload_index_if_old()
+        else:
+            self.api_keys.reload_index()
 
     @functools.cached_property
     def api_keys(self) -> ApiKeyStore:
@@ -462,8 +526,9 @@ class Rolegate:
     def check(self, principal: Principal, check: CheckInput) -> dict[str, Any]:
         request = self.request_as(principal, check)
         self.ensure_revision(check.min_revision)
-        decision = self.engine.check(request)
-        payload = decision_payload(request, decision, check.explain)
+        snapshot = self.engine.snapshot
+        decision = self.engine.check(request, snapshot)
+        payload = decision_payload(request, decision, check.explain, self.engine, snapshot)
         self._notify(principal, request, decision, payload)
         return payload
 
@@ -473,8 +538,13 @@ class Rolegate:
         self.ensure_revision(max(wanted) if wanted else None)
         snapshot, decisions = self.engine.check_many(requests)
         results = []
+        explained = 0  # the nearest roles cost up to 256 decisions each: a few per batch
         for check, request, decision in zip(checks, requests, decisions, strict=True):
-            payload = decision_payload(request, decision, check.explain)
+            nearest = explained < MAX_NEAREST_PER_BATCH
+            explained += check.explain and not decision.allowed
+            payload = decision_payload(
+                request, decision, check.explain, self.engine, snapshot, nearest=nearest
+            )
             self._notify(principal, request, decision, payload)
             results.append(payload)
         return {"results": results, "revision": snapshot.revision}
@@ -485,6 +555,8 @@ class Rolegate:
 
     def close(self) -> None:
         self.stop_sync()
+        if self.shadow is not None:
+            self.shadow.close()
         if self.decision_log is not None:
             self.decision_log.close()
         self.store.dispose()

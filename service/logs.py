@@ -23,6 +23,7 @@ REVISION_HEADER = "X-Rolegate-Revision"
 # Printable, header- and log-safe; long enough for UUIDs, trace ids and gateway ids.
 VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/+=@-]{0,127}")
 LOG_FORMATS = ("json", "text")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "rolegate_request_id", default=None
@@ -34,6 +35,23 @@ _STANDARD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict
     "asctime",
     "taskName",
 }
+
+
+def _line_break_escapes() -> dict[int, str]:
+    """Every character a log reader could take as the end of a line or a terminal command: C0/C1
+    controls, DEL, and the Unicode line/paragraph separators (`str.splitlines` splits on all)."""
+    codes = [*range(0x00, 0x20), *range(0x7F, 0xA0), 0x2028, 0x2029]
+    named = {0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r"}
+    return {code: named.get(code, f"\\u{code:04x}") for code in codes}
+
+
+_ESCAPES = _line_break_escapes()
+
+
+def one_line(text: str) -> str:
+    """`text` with every line-breaking or control character written as a JSON-style escape, so
+    a client-chosen path or header can never start a forged log line."""
+    return text.translate(_ESCAPES)
 
 
 def request_id_from(header: str | None) -> str:
@@ -62,7 +80,18 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str, ensure_ascii=False)
+        # json.dumps escapes C0 controls itself; the escapes of the others are valid JSON too.
+        return one_line(json.dumps(entry, default=str, ensure_ascii=False))
+
+
+class TextFormatter(logging.Formatter):
+    """`<time> <level> <logger> [<request id>] <message>`, one line per record (tracebacks too)."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        return one_line(super().format(record))
 
 
 class _RequestIdFilter(logging.Filter):
@@ -76,16 +105,22 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     if fmt not in LOG_FORMATS:
         from .errors import ConfigError
 
-        raise ConfigError(f"ROLEGATE_LOG_FORMAT: expected one of {', '.join(LOG_FORMATS)}")
+        raise ConfigError(
+            f"ROLEGATE_LOG_FORMAT: expected one of {', '.join(LOG_FORMATS)}, got {fmt!r}"
+        )
+    if level.upper() not in LOG_LEVELS:
+        from .errors import ConfigError
+
+        raise ConfigError(
+            f"ROLEGATE_LOG_LEVEL: expected one of {', '.join(LOG_LEVELS)}, got {level!r}"
+        )
     handler = logging.StreamHandler(sys.stderr)
     handler._rolegate = True  # type: ignore[attr-defined]
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
         handler.addFilter(_RequestIdFilter())
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
-        )
+        handler.setFormatter(TextFormatter())
     root = logging.getLogger()
     root.handlers = [h for h in root.handlers if not getattr(h, "_rolegate", False)] + [handler]
     root.setLevel(level.upper())

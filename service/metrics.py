@@ -1,4 +1,4 @@
-"""Prometheus metrics, aggregated across gunicorn workers (prometheus-client multiprocess mode).
+"""Prometheus metrics, aggregated across the server's workers (prometheus-client multiprocess mode).
 
 With `PROMETHEUS_MULTIPROC_DIR` set (`rolegate serve` sets it up), each worker writes its values
 to files in that directory and `GET /metrics` merges every worker's files; without it (tests,
@@ -99,6 +99,23 @@ class Metrics:
             multiprocess_mode="livesum",
             registry=registry,
         )
+        self.shadow_evaluated = Counter(
+            "rolegate_shadow_evaluated",
+            "Decisions also evaluated with the shadow policy (ROLEGATE_SHADOW_POLICY_DIR).",
+            registry=registry,
+        )
+        self.shadow_dropped = Counter(
+            "rolegate_shadow_dropped",
+            "Decisions not shadow-evaluated because the shadow queue was full.",
+            registry=registry,
+        )
+        self.shadow_disagreements = Counter(
+            "rolegate_shadow_disagreements",
+            "Decisions the shadow policy answers differently, by org and direction (grant: the "
+            "shadow allows what was denied; revoke: the reverse).",
+            ["org", "direction"],
+            registry=registry,
+        )
         self._last_dropped: int | None = None
 
     def render(self) -> tuple[bytes, str]:
@@ -109,6 +126,7 @@ class Metrics:
             return generate_latest(self.registry), CONTENT_TYPE_LATEST
         from prometheus_client.multiprocess import MultiProcessCollector  # multiprocess mode
 
+        forget_dead_workers()
         merged = CollectorRegistry()
         MultiProcessCollector(merged)
         return generate_latest(merged), CONTENT_TYPE_LATEST
@@ -150,6 +168,18 @@ def set_revision(revision: int) -> None:
     _safely(lambda m: m.revision.set(revision))
 
 
+def shadow_evaluated(count: int) -> None:
+    _safely(lambda m: m.shadow_evaluated.inc(count))
+
+
+def shadow_dropped(count: int) -> None:
+    _safely(lambda m: m.shadow_dropped.inc(count))
+
+
+def shadow_disagreement(org: str, direction: str) -> None:
+    _safely(lambda m: m.shadow_disagreements.labels(org, direction).inc())
+
+
 def notification_received() -> None:
     _safely(lambda m: m.notifications.inc())
 
@@ -159,11 +189,35 @@ def listener_reconnected() -> None:
 
 
 def mark_process_dead(pid: int) -> None:
-    """gunicorn `child_exit` hook: drop a dead worker's live gauges."""
+    """Drop a dead worker's live gauges (its `livemin`/`livesum` files)."""
     if os.environ.get(MULTIPROC_ENV):
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError, OverflowError):
+        return True
+    return True
+
+
+def forget_dead_workers() -> None:
+    """Before a scrape: the live gauges of workers that have exited (crashed, replaced) no
+    longer count. The server has no exit hook, so the scraping worker looks for them."""
+    from pathlib import Path
+
+    directory = os.environ.get(MULTIPROC_ENV)
+    if not directory:
+        return
+    for path in Path(directory).glob("gauge_live*_*.db"):
+        pid_text = path.stem.rpartition("_")[2]
+        if pid_text.isdigit() and not _alive(int(pid_text)):
+            mark_process_dead(int(pid_text))
 
 
 # --------------------------------------------------------------------------- per request

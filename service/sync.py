@@ -8,7 +8,8 @@ Each worker process runs one `PolicySync` (started by `create_app` through the c
   re-opened with exponential backoff when it breaks, and the worker catches up right after
   (notifications sent meanwhile are lost; the revision comparison finds them);
 - a poll thread comparing revisions every `ROLEGATE_POLL_INTERVAL` seconds: the safety net,
-  and the only mechanism on SQLite.
+  and the only mechanism on SQLite. It also re-reads the in-memory API keys when they are
+  `rolegate.apikeys.API_KEY_RELOAD_S` old (every revision change re-reads them too).
 
 Catching up is idempotent (the changed orgs are re-read as of one consistent revision), so a
 notification seen twice, late, or out of order cannot apply a change twice or skip one.
@@ -73,6 +74,8 @@ class Follower(Protocol):
 
     def note_store_error(self, error: str) -> None: ...
 
+    def reload_api_keys(self, *, only_if_old: bool = False) -> None: ...
+
 
 class PolicySync:
     """The listener and poll threads of one worker process."""
@@ -123,6 +126,7 @@ class PolicySync:
     def _poll_loop(self) -> None:
         while not self._stop.wait(self.poll_interval):
             self.core.refresh()
+            self.core.reload_api_keys(only_if_old=True)
 
     # ---------------------------------------------------------------- listen
 

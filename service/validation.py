@@ -8,11 +8,11 @@ Lengths count characters, as the OpenAPI document's `maxLength` does.
 
 from __future__ import annotations
 
-import re
 import unicodedata
 from typing import Any
 
 from .errors import InvalidRequest
+from .identifiers import org_id_problem
 
 MAX_NAME_CHARS = 256
 
@@ -37,20 +37,13 @@ def validate_text(
     return value
 
 
-# The org id grammar (docs/admin.md); TODO(merge): rolegate.identifiers.ORG_ID_PATTERN.
-_ORG_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
-
-
 def validate_org(value: Any, field: str = "org", *, where: str = "") -> str:
-    """One org id: lowercase letters, digits, `_` and `-`, starting with a letter or digit, at
-    most 63 characters (what the OpenAPI document states)."""
+    """One org id of the one grammar (`rolegate.identifiers`, what the OpenAPI document states):
+    lowercase letters, digits, `_` and `-`, starting with a letter or digit, at most 63."""
     org = validate_text(value, field, where=where)
     if "*" in org:
         raise InvalidRequest(f"{where}{field}: must name one organisation (no '*')")
-    if not _ORG_ID.fullmatch(org):
-        raise InvalidRequest(
-            f"{where}{field}: {org!r} is not an org id: use lowercase letters, digits, `_` and "
-            "`-`, starting with a letter or digit, at most 63 characters",
-            code="invalid_org_id",
-        )
+    problem = org_id_problem(org)
+    if problem is not None:
+        raise InvalidRequest(f"{where}{field}: {problem}", code="invalid_org_id")
     return org

@@ -46,6 +46,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
         "ROLEGATE_MODEL": str(REPO_ROOT / "model.conf"),
         "ROLEGATE_DATA_DIR": str(tmp_path / "data"),
         "ROLEGATE_POLICY_DIR": str(SAMPLE_POLICIES),
+        "ROLEGATE_HOME": str(tmp_path / "home"),
     }
     for name, value in values.items():
         monkeypatch.setenv(name, value)

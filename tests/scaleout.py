@@ -1,5 +1,5 @@
 """Helpers for the scale-out tests: a PostgreSQL database per test module, a TCP proxy that plays
-"the database is down", and real `rolegate serve` (gunicorn) processes."""
+"the database is down", and real `rolegate serve` (granian) processes."""
 
 from __future__ import annotations
 
@@ -86,6 +86,7 @@ class TcpProxy:
         self._server: socket.socket | None = None
         self._connections: set[socket.socket] = set()
         self._lock = threading.Lock()
+        self._holding = threading.Event()
 
     def start(self) -> None:
         server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -108,12 +109,25 @@ class TcpProxy:
                 conn.shutdown(socket.SHUT_RDWR)
             conn.close()
 
+    def hold(self) -> None:
+        """Black-hole the database: connections stay open and new ones are accepted, but no
+        byte goes through either way (packets silently dropped) until `release()`."""
+        self._holding.set()
+
+    def release(self) -> None:
+        self._holding.clear()
+
+    def _wait_while_held(self) -> None:
+        while self._holding.is_set():
+            time.sleep(0.01)
+
     def _accept(self, server: socket.socket) -> None:
         while True:
             try:
                 client, _ = server.accept()
             except OSError:
                 return
+            self._wait_while_held()
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
             except OSError:
@@ -132,6 +146,7 @@ class TcpProxy:
     def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
         try:
             while data := source.recv(65536):
+                self._wait_while_held()
                 sink.sendall(data)
         except OSError:
             pass
@@ -158,7 +173,7 @@ def free_port() -> int:
 
 
 class ServeProcess:
-    """`rolegate serve` (gunicorn) in a subprocess on a free port."""
+    """`rolegate serve` (granian workers) in a subprocess on a free port."""
 
     def __init__(self, tmp_path: Path, database_url: str, *, workers: int = 2, **env: str):
         self.port = free_port()

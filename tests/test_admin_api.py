@@ -76,9 +76,11 @@ def direct_roles(live, org, subject) -> list[str]:
     )
 
 
-def operator_rules(live, *rules):
+def operator_rules(live, *rules, managed_by="files"):
     """Rules written by a local operator (CLI-equivalent), e.g. custom roles admins lack."""
-    revision = live.core.store.apply(ChangeSet(added=rules), actor="cli:test")
+    revision = live.core.store.apply(
+        ChangeSet(added=rules), actor="cli:test", managed_by=managed_by
+    )
     live.core.refresh()
     return revision
 
@@ -400,7 +402,12 @@ def test_members_list_is_paginated_with_inherited_roles(live):
     assert [m["subject"] for m in first.body["members"]] == ["alice", "bob"]
     assert first.body["next"] == "bob"
     bob = first.body["members"][1]
-    assert bob == {"subject": "bob", "roles": ["editor"], "inherited": ["member", "viewer"]}
+    assert bob == {
+        "subject": "bob",
+        "roles": ["editor"],
+        "inherited": ["member", "viewer"],
+        "managed_by": "api",
+    }
     rest = call(live, "GET", "/v1/orgs/acme/members?limit=10&after=bob")
     assert [m["subject"] for m in rest.body["members"]] == ["carol", "dave", "ivan"]
     assert rest.body["next"] is None
@@ -508,10 +515,13 @@ def test_lifting_a_deny_needs_the_permission(sqlite_live):
         ("p", "rules-keeper", "globex", "/rules", "manage", "allow"),
         ("g", "frank", "rules-keeper", "globex"),
     )
+    operator_rules(
+        live, ("p", "contractor", "globex", "/documents/hr/*", "read", "deny"), managed_by="api"
+    )
     deny = {
         "type": "p",
         "subject": "contractor",
-        "resource": "/documents/finance/*",
+        "resource": "/documents/hr/*",
         "action": "read",
         "effect": "deny",
     }
@@ -523,7 +533,14 @@ def test_lifting_a_deny_needs_the_permission(sqlite_live):
         live, "DELETE", "/v1/orgs/globex/rules", {"rules": [deny]}, who=("erin", "globex")
     )
     assert response.status == 200, response.text
-    assert allowed(live, "frank", "globex", "/documents/finance/q3", "read")
+    assert allowed(live, "frank", "globex", "/documents/hr/q3", "read")
+    # The finance deny comes from globex.csv: the admin API does not remove it.
+    finance = {**deny, "resource": "/documents/finance/*"}
+    response = call(
+        live, "DELETE", "/v1/orgs/globex/rules", {"rules": [finance]}, who=("erin", "globex")
+    )
+    assert (response.status, error_code(response)) == (409, "managed_by_files")
+    assert "globex.csv" in response.text
 
 
 # -- organisations ----------------------------------------------------------------------------

@@ -43,7 +43,12 @@ def test_set_roles_members_and_remove_with_the_operator_as_actor(env):
     assert result["roles"] == ["editor", "viewer"]
     members = ok("org", "members", "acme")["members"]
     dave = next(m for m in members if m["subject"] == "dave")
-    assert dave == {"subject": "dave", "roles": ["editor", "viewer"], "inherited": ["member"]}
+    assert dave == {
+        "subject": "dave",
+        "roles": ["editor", "viewer"],
+        "inherited": ["member"],
+        "managed_by": "api",
+    }
     ok("org", "remove-member", "acme", "dave")
     core = store_core()
     try:

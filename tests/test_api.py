@@ -107,7 +107,8 @@ def test_owner_path_in_explain(live):
 def test_deny_explains_no_rule_matched(live):
     body = live.check("carol", "acme", "/projects/1", "delete", explain=True).body
     assert body["allowed"] is False
-    assert body["reason"] == {"summary": "no rule matched"}
+    assert body["reason"]["summary"] == "no rule matched"
+    assert body["reason"]["code"] == "no_grant"  # and the nearest ways (tests/test_explain.py)
 
 
 def test_unknown_subject_and_unknown_org_are_denied(live):

@@ -9,8 +9,8 @@ Every refused write is checked to leave the store revision where it was (nothing
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,7 +23,9 @@ from rolegate.config import REPO_ROOT
 from rolegate.engine import reads
 from rolegate.store import ChangeSet
 
-ATTACK_CSV = """# rolegate: global-membership
+# API-managed (seeded): the org admins under attack manage these rules through the admin API.
+ATTACK_CSV = """# rolegate: managed-by api
+# rolegate: global-membership
 g, root, platform-admin, *
 
 p, lead, globex, /members, manage, allow
@@ -71,10 +73,7 @@ def live(make_live_server, settings, tmp_path):
 
 def with_regex_patterns(settings):
     """The deployment opted in to regular-expression syntax in patterns."""
-    if any(field.name == "allow_regex_patterns" for field in dataclasses.fields(settings)):
-        return settings.replace(allow_regex_patterns=True)
-    object.__setattr__(settings, "allow_regex_patterns", True)  # before the setting exists
-    return settings
+    return settings.replace(allow_regex_patterns=True)
 
 
 def call(live, method, path, body=None, *, who):
@@ -237,6 +236,7 @@ def test_apikey_subjects_only_come_from_keys(live):
     past = (datetime.now(UTC) - timedelta(seconds=1)).isoformat(timespec="microseconds")
     with live.core.store.engine.begin() as conn:
         conn.execute(sa.update(api_keys).values(expires_at=past))
+    live.core.api_keys.reload_index()  # time passing: keys are answered from memory
     by_key = live.client.post(
         "/v1/check",
         {"resource": "/projects", "action": "create"},
@@ -530,6 +530,7 @@ def test_a_rule_that_breaks_every_check_is_removable_by_who_holds_the_rest(
             ]
         ),
         actor="cli:test",
+        managed_by="api",
     )
     live.core.refresh()
     assert not allowed(live, "bob", "globex", "/documents/1")  # every read fails closed
@@ -540,3 +541,65 @@ def test_a_rule_that_breaks_every_check_is_removable_by_who_holds_the_rest(
     response = call(live, "DELETE", "/v1/orgs/globex/rules", body, who=("erin", "globex"))
     assert response.status == 200, response.text
     assert allowed(live, "bob", "globex", "/documents/1")
+
+
+# -- patterns that cannot hurt ----------------------------------------------------------------
+
+REDOS = "/projects/.*.*.*.*!"
+
+
+def test_redos_pattern_answers_fast_and_other_orgs_are_served(make_live_server, settings, tmp_path):
+    live = make_live_server(with_regex_patterns(settings))
+    alice = ("alice", "acme")  # acme's admin, holding the pattern (the guard compares regexes
+    # by identity), hands it to every viewer
+    live.core.store.apply(
+        ChangeSet(added=[("p", "alice", "acme", REDOS, "read", "allow")]), actor="cli:test"
+    )
+    live.core.refresh()
+    body = {"rules": [p_rule("viewer", REDOS)]}
+    response = call(live, "POST", "/v1/orgs/acme/rules", body, who=alice)
+    assert response.status == 201, response.text
+    assert allowed(live, "carol", "acme", "/projects/aa!")  # the pattern is in force
+
+    hostile = "/projects/" + "a" * 2000  # Python's re: far past any worker timeout
+    answers: dict[str, bool] = {}
+
+    def hostile_check():
+        answers["acme"] = allowed(live, "carol", "acme", hostile)
+
+    worker = threading.Thread(target=hostile_check)
+    worker.start()
+    answers["globex"] = allowed(live, "bob", "globex", "/projects/1")
+    worker.join(timeout=10)  # a backtracking matcher would still be running
+    assert not worker.is_alive(), "the hostile check did not finish"
+    assert answers == {"acme": True, "globex": True}  # viewers read /projects/* anyway
+
+
+def test_redos_pattern_is_refused_by_default(live):
+    with Unchanged(live):
+        body = {"rules": [p_rule("viewer", REDOS)]}
+        response = call(live, "POST", "/v1/orgs/acme/rules", body, who=("alice", "acme"))
+        assert code(response) == (400, "unsafe_pattern"), response.text
+        assert "ROLEGATE_ALLOW_REGEX_PATTERNS" in response.body["error"]["message"]
+
+
+def test_alternation_cannot_hide_from_the_index(make_live_server, settings):
+    """`|`, `?` let other first segments match: decisions are Casbin's (issue 10's rules)."""
+    live = make_live_server(settings)
+    live.core.store.apply(
+        ChangeSet(
+            added=[
+                ("p", "viewer", "*", "/*", "read", "allow"),
+                ("p", "viewer", "globex", "/finance/x|/payroll", "read", "deny"),
+                ("p", "zed", "acme", "/admin/?panel", "read", "allow"),
+            ]
+        ),
+        actor="cli:test",
+    )
+    live.core.refresh()
+    assert not allowed(live, "erin", "globex", "/payroll")
+    assert not allowed(live, "erin", "globex", "/finance/xyz")  # `^/finance/x` is a prefix
+    assert allowed(live, "erin", "globex", "/payroll/2")
+    assert allowed(live, "zed", "acme", "/adminpanel")
+    assert not allowed(live, "zed", "acme", "/admin")
+    assert allowed(live, "carol", "acme", "/payroll")  # the deny is globex's

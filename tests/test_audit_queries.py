@@ -390,7 +390,7 @@ def test_cli_who_can_as_table_json_and_csv(cli):
 
 
 def test_cli_permissions_and_matrix(cli):
-    result = cli("permissions", "frank", "globex", "--format", "csv")
+    result = cli("permissions", "globex", "frank", "--format", "csv")
     assert result.exit_code == 0
     assert "/documents/finance/*,read,deny,,frank -> contractor" in result.output
     matrix = cli("matrix", "globex", "--format", "csv")
@@ -404,7 +404,7 @@ def test_cli_permissions_and_matrix(cli):
 
 
 def test_cli_unknown_subject_and_org_exit_2(cli):
-    result = cli("permissions", "zed", "acme")
+    result = cli("permissions", "acme", "zed")
     assert result.exit_code == 2 and "unknown subject 'zed'" in result.output
     result = cli("matrix", "initech")
     assert result.exit_code == 2 and "unknown org 'initech'" in result.output

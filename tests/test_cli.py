@@ -1,4 +1,4 @@
-"""The command line as a user runs it: check, token, and serve --demo under real gunicorn."""
+"""The command line as a user runs it: check, token, and serve --demo under the real server."""
 
 from __future__ import annotations
 
@@ -26,14 +26,14 @@ def run(*args: str):
 
 
 def test_check_exit_codes_against_a_policy_dir(env):
-    allow = run("check", "bob", "acme", "/projects/1", "update", "--policy-dir", POLICIES)
+    allow = run("check", "acme", "bob", "/projects/1", "update", "--policy-dir", POLICIES)
     assert (allow.exit_code, allow.output.strip()) == (0, "allow")
-    deny = run("check", "bob", "acme", "/projects/1", "delete", "--policy-dir", POLICIES)
+    deny = run("check", "acme", "bob", "/projects/1", "delete", "--policy-dir", POLICIES)
     assert (deny.exit_code, deny.output.strip()) == (1, "deny")
     explained = run(
         "check",
-        "bob",
         "acme",
+        "bob",
         "/documents/3",
         "update",
         "--owner",
@@ -54,8 +54,35 @@ def test_check_against_the_store(env):
     core = Rolegate.from_settings(Settings.from_env(policy_dir=POLICIES), with_identity=False)
     core.sync_policies()
     core.close()
-    assert run("check", "alice", "acme", "/projects/1", "delete").exit_code == 0
-    assert run("check", "alice", "globex", "/projects/1", "delete").exit_code == 1
+    assert run("check", "acme", "alice", "/projects/1", "delete").exit_code == 0
+    assert run("check", "globex", "alice", "/projects/1", "delete").exit_code == 1
+
+
+def test_check_formats_and_the_old_argument_order(env):
+    as_json = run(
+        "check",
+        "acme",
+        "bob",
+        "/projects/1",
+        "update",
+        "--format",
+        "json",
+        "--policy-dir",
+        POLICIES,
+    )
+    assert json.loads(as_json.output)["allowed"] is True
+    as_csv = run(
+        "check", "acme", "bob", "/projects/1", "delete", "--format", "csv", "--policy-dir", POLICIES
+    )
+    assert as_csv.exit_code == 1
+    assert as_csv.output.splitlines()[1].startswith("acme,bob,/projects/1,delete,deny,")
+    # Deprecated: --json, and SUBJECT before ORG (read correctly, with a warning on stderr).
+    old = CliRunner().invoke(
+        main, ["check", "bob", "acme", "/projects/1", "update", "--json", "--policy-dir", POLICIES]
+    )
+    assert old.exit_code == 0
+    assert json.loads(old.stdout)["allowed"] is True
+    assert "deprecated" in old.stderr
 
 
 def test_check_errors_exit_2_with_file_and_line(env, tmp_path):
@@ -63,11 +90,11 @@ def test_check_errors_exit_2_with_file_and_line(env, tmp_path):
     bad.mkdir()
     (bad / "org.csv").write_text("g, alice, admin, acme\np, alice, acme, /x, read\n")
     result = CliRunner().invoke(
-        main, ["check", "a", "acme", "/x", "read", "--policy-dir", str(bad)]
+        main, ["check", "acme", "a", "/x", "read", "--policy-dir", str(bad)]
     )
     assert result.exit_code == 2
     assert "org.csv:2" in result.output
-    empty = CliRunner().invoke(main, ["check", "a", "acme", "", "read", "--policy-dir", POLICIES])
+    empty = CliRunner().invoke(main, ["check", "acme", "a", "", "read", "--policy-dir", POLICIES])
     assert empty.exit_code == 2
     assert "resource: must not be empty" in empty.output
 
@@ -100,6 +127,7 @@ def free_port() -> int:
 def test_serve_demo_prints_a_curl_line_that_works(tmp_path: Path):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROLEGATE_")}
+    env["XDG_DATA_HOME"] = str(tmp_path / "xdg")  # the default ROLEGATE_HOME: <it>/rolegate
     process = subprocess.Popen(
         [
             sys.executable,
@@ -149,7 +177,10 @@ def test_serve_demo_prints_a_curl_line_that_works(tmp_path: Path):
                 time.sleep(0.2)
         assert status == 200, answer
         assert answer["allowed"] is True and answer["subject"] == "alice"
-        assert (tmp_path / ".rolegate" / "demo-secret").stat().st_mode & 0o777 == 0o600
+        secret = tmp_path / "xdg" / "rolegate" / "demo-secret"
+        assert secret.stat().st_mode & 0o777 == 0o600
+        assert (tmp_path / "xdg" / "rolegate" / "rolegate.db").is_file()
+        assert not (tmp_path / "rolegate.db").exists()  # nothing in the working directory
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)

@@ -119,8 +119,8 @@ class Gunicorn:
 
 
 @pytest.fixture(scope="module")
-def gunicorn(tmp_path_factory):
-    """`rolegate serve` (gunicorn, keep-alive): the development server closes every connection."""
+def served(tmp_path_factory):
+    """`rolegate serve` (granian, keep-alive): the development server closes every connection."""
     tmp = tmp_path_factory.mktemp("client-serve")
     server = ServeProcess(tmp, f"sqlite:///{tmp / 'store.db'}", workers=1)
     server.start("--sync-policies")
@@ -130,8 +130,8 @@ def gunicorn(tmp_path_factory):
         server.kill()
 
 
-def test_connections_are_reused(gunicorn):
-    live = gunicorn
+def test_connections_are_reused(served):
+    live = served
     with client_for(live) as client:
         client.check("/projects/1", "read")
         first = client._pool._idle.queue[-1]
@@ -199,11 +199,11 @@ def test_other_statuses_are_client_errors(live):
         RolegateClient("ftp://example.com")
 
 
-def test_a_connection_the_server_closed_is_replaced_not_an_error(gunicorn):
-    with client_for(gunicorn) as client:
+def test_a_connection_the_server_closed_is_replaced_not_an_error(served):
+    with client_for(served) as client:
         assert client.check("/projects/1", "read").allowed
         first = client._pool._idle.queue[-1]
-        time.sleep(5.5)  # gunicorn closes kept-alive connections idle for 5 s
+        time.sleep(5.5)  # long enough for a server to close an idle kept-alive connection
         assert client.check("/projects/1", "read").allowed
         assert client._pool._idle.queue != [first]
 

@@ -47,7 +47,8 @@ def test_sample_policies_read_without_error():
     assert len(sourced) > 20
     first = sourced[0]
     assert first.rule == ("g", "alice", "admin", "acme")
-    assert str(first.location) == f"{SAMPLES / 'acme.csv'}:2"
+    assert str(first.location) == f"{SAMPLES / 'acme.csv'}:6"
+    assert first.managed_by == "api"  # below `# rolegate: managed-by api`
     assert ("p", "viewer", "*", "/projects/*", "read", "allow") in rules_of(sourced)
     assert {Path(item.location.path).name for item in sourced} == {
         "acme.csv",
@@ -269,6 +270,7 @@ def test_export_format(tmp_path: Path):
     paths = write_policy_dir(tmp_path, rules)
     assert (tmp_path / "roles.csv").read_text() == (
         "g, admin, editor, *\n"
+        "# rolegate: global-membership\n"  # `member` holds no rule and no role holds it
         "g, member, viewer, *\n"
         "\n"
         "p, admin, *, /members, manage, allow\n"

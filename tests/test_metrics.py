@@ -1,4 +1,4 @@
-"""GET /metrics in one process (the multiprocess aggregation runs under gunicorn in test_serve)."""
+"""GET /metrics in one process (the aggregation across workers is tested in test_serve)."""
 
 from __future__ import annotations
 

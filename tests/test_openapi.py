@@ -82,7 +82,7 @@ def test_security_schemes_and_constraints_are_declared(core):
     check = document["components"]["schemas"]["Check"]
     assert check["additionalProperties"] is False
     assert check["properties"]["resource"]["minLength"] == 1
-    assert check["properties"]["org"]["pattern"] == r"^[a-z0-9][a-z0-9_-]{0,62}$"
+    assert check["properties"]["org"]["pattern"] == r"^(?!roles$)[a-z0-9][a-z0-9_-]{0,62}$"
     member = document["paths"]["/v1/orgs/{org}/members/{subject}"]["put"]
     subject = next(p for p in member["parameters"] if p["name"] == "subject")["schema"]
     assert subject["maxLength"] == 255

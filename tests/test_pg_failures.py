@@ -4,6 +4,9 @@ writes answer 503, listeners reconnect and catch up, no change is lost or applie
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 import sqlalchemy as sa
 from scaleout import TcpProxy, dedicated_database, terminate_backends, wait_for
@@ -148,3 +151,50 @@ def test_the_poll_alone_catches_up_and_survives_an_outage(settings, proxy, pg_ur
         assert_applied_once_in_order(reloads, start, end)
     finally:
         core.close()
+
+
+def timed(call):
+    started = time.monotonic()
+    result = call()
+    return result, time.monotonic() - started
+
+
+def test_a_black_holed_database_never_holds_a_decision_and_writes_fail_fast(
+    make_live_server, settings, proxy, pg_url
+):
+    """The database stops answering (packets dropped, connections open): token and API-key
+    decisions are answered from memory, writes get 503 within seconds, probes stay prompt."""
+    live = make_live_server(settings.replace(database_url=proxy.url_for(pg_url), poll_interval=0.5))
+    created = live.client.post(
+        "/v1/orgs/acme/api-keys",
+        {"name": "bot", "roles": ["viewer"]},
+        headers=live.auth("alice", "acme"),
+    )
+    assert created.status == 201, created.text
+    key_headers = {"X-API-Key": created.body["key"]}
+    body = {"resource": "/projects/1", "action": "read"}
+    assert live.client.post("/v1/check", body, headers=key_headers).status == 200
+
+    proxy.hold()
+    try:
+        writes = []
+        writer = threading.Thread(
+            target=lambda: writes.append(timed(lambda: put_roles(live, "zoe", ["viewer"])))
+        )
+        writer.start()
+        time.sleep(0.3)  # the write (and the poll) now wait on the database
+        for _ in range(8):
+            token, token_s = timed(lambda: live.check("alice", "acme", "/projects/1", "delete"))
+            assert token.status == 200 and token.body["allowed"] is True and token_s < 1.0
+            by_key, key_s = timed(lambda: live.client.post("/v1/check", body, headers=key_headers))
+            assert by_key.status == 200 and by_key.body["allowed"] is True and key_s < 1.0
+        ready, ready_s = timed(lambda: live.client.get("/readyz"))
+        assert ready.status == 200 and ready_s < 1.0
+        writer.join(15)
+        assert writes, "the write got no answer"
+        (refused, refused_s) = writes[0]
+        assert refused.status == 503 and refused.body["error"]["code"] == "store_unavailable"
+        assert refused_s < 10.0
+    finally:
+        proxy.release()
+    wait_for(lambda: put_roles(live, "zoe", ["viewer"]).status == 200, timeout=20)

@@ -80,12 +80,41 @@ def test_resource_pattern_checks(tmp_path):
     )
     assert found(directory) >= {
         ("roles.csv", 2, "pattern-star", "error"),
-        ("roles.csv", 3, "pattern-regex", "warning"),
+        ("roles.csv", 3, "pattern-regex", "error"),
         ("roles.csv", 4, "pattern-relative", "warning"),
         ("roles.csv", 5, "pattern-invalid", "error"),
     }
     issue = next(i for i in lint_policy_dir(directory).issues if i.code == "pattern-star")
     assert issue.column == 15  # the resource value
+
+
+def test_regex_patterns_are_errors_unless_allowed(tmp_path):
+    directory = write(
+        tmp_path / "p",
+        {
+            "roles.csv": "g, alice, viewer, acme\n"
+            "p, viewer, acme, /finance/x|/payroll, read, allow\n"
+            "p, viewer, acme, /projects/.*.*.*.*!, read, allow\n"
+            "p, viewer, acme, /files/\\d+, read, allow\n"
+            "p, viewer, acme, /projects/:id/*, read, allow\n"
+        },
+    )
+    assert {(i.line, i.code, i.severity) for i in lint_policy_dir(directory).issues} >= {
+        (2, "pattern-regex", "error"),
+        (3, "pattern-star", "error"),
+        (4, "pattern-regex", "error"),
+    }
+    allowed = {
+        (i.line, i.code, i.severity)
+        for i in lint_policy_dir(directory, allow_regex=True).issues
+        if i.code.startswith("pattern")
+    }
+    assert allowed == {
+        (2, "pattern-regex", "warning"),
+        (3, "pattern-star", "error"),
+        (3, "pattern-regex", "warning"),
+        (4, "pattern-unsupported", "error"),  # `\\d` is Unicode in Python's re, ASCII in RE2
+    }
 
 
 def test_role_cycle_is_an_error_with_the_cycle(tmp_path):

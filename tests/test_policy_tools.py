@@ -231,7 +231,9 @@ def stored(store: PolicyStore) -> tuple[int, set]:
 def test_import_applies_once_then_is_a_no_op(env, store):
     result = run("import", str(SAMPLE))
     assert result.exit_code == 0, result.output
-    assert "Access impact:" in result.output and "store revision 0 -> 1" in result.output
+    assert "store revision 0 -> 1" in result.output
+    assert "seed rule(s) added as API-managed" in result.output  # the summary, by default
+    assert "Access impact:" not in result.output  # the full impact needs --verbose
     assert stored(store) == (1, sample_rules())
     entries = store.changes()
     assert {entry.actor for entry in entries} == {policy_cli.cli_actor()}
@@ -243,9 +245,10 @@ def test_import_applies_once_then_is_a_no_op(env, store):
 
 
 def test_import_dry_run_changes_nothing(env, store):
-    result = run("import", str(SAMPLE), "--dry-run")
+    result = run("import", str(SAMPLE), "--dry-run", "--verbose", "--max-rules", "0")
     assert result.exit_code == 0
-    assert "+ g, alice, admin, acme" in result.output and "Dry run" in result.output
+    assert "+ (API-managed seed) g, alice, admin, acme" in result.output
+    assert "Access impact:" in result.output and "Dry run" in result.output
     assert stored(store) == (0, set())
 
 
@@ -253,9 +256,9 @@ def test_import_refuses_store_only_removals_without_yes(env, store, tmp_path):
     store.replace_all(sample_rules(), actor="test")
     store.apply(ChangeSet(added=(("g", "zoe", "viewer", "acme"),)), actor="api:alice")
     before = stored(store)
-    result = run("import", str(SAMPLE))
+    result = run("import", str(SAMPLE), "--verbose")
     assert result.exit_code == 1
-    assert "1 rule(s) exist only in the store" in result.output
+    assert "1 file-managed rule(s) are gone from" in result.output
     assert "  - g, zoe, viewer, acme" in result.output
     assert "zoe\n      - read /documents/*  all -> none" in result.output  # impact shown first
     assert stored(store) == before
@@ -302,6 +305,7 @@ def test_large_import_shows_progress(env, store, tmp_path, monkeypatch):
     monkeypatch.setattr(policy_cli, "LARGE_IMPORT", 10)
     result = run("import", str(SAMPLE))
     assert result.exit_code == 0, result.output
+    assert result.stderr.startswith("[  0.0s] Reading and linting")  # before any slow step
     assert "Writing rules" in result.output
     assert stored(store) == (1, sample_rules())
 

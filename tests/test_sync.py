@@ -12,6 +12,7 @@ from conftest import serve_app
 from scaleout import dedicated_database, wait_for
 
 from rolegate.api import create_app
+from rolegate.api.health import STORE_RELOAD_FAILED
 from rolegate.core import Rolegate
 from rolegate.errors import StoreUnavailable
 from rolegate.logs import JsonFormatter, request_id_from, request_id_var
@@ -157,12 +158,12 @@ def test_min_revision_gives_read_your_writes(quiet_live, writer):
     assert fresh.body["allowed"] is True and fresh.body["revision"] == revision
 
 
-def test_a_revision_the_store_does_not_have_answers_503(quiet_live):
+def test_a_revision_the_store_does_not_have_is_refused_at_once(quiet_live):
     live = quiet_live
     ahead = live.core.engine.revision + 5
     response = live.check("alice", "acme", "/projects/1", "read", min_revision=ahead)
-    assert response.status == 503
-    assert response.body["error"]["code"] == "revision_unavailable"
+    assert response.status == 400
+    assert response.body["error"]["code"] == "revision_ahead"
     assert str(ahead) in response.body["error"]["message"]
 
 
@@ -185,7 +186,7 @@ def test_batch_min_revision_at_top_level_and_per_check(quiet_live, writer):
     assert top.body["results"][0]["allowed"] is True
     ahead = {**check, "min_revision": revision + 3}
     refused = live.client.post("/v1/check/batch", {"checks": [check, ahead]}, headers=headers)
-    assert refused.status == 503 and refused.body["error"]["code"] == "revision_unavailable"
+    assert refused.status == 400 and refused.body["error"]["code"] == "revision_ahead"
 
 
 # --------------------------------------------------------------------------- readiness, ids
@@ -211,7 +212,7 @@ def test_readyz_reports_revision_lag_and_staleness(quiet_live, writer, monkeypat
     live.core.refresh()
     down = live.client.get("/readyz")
     assert down.status == 200  # decisions go on from memory
-    assert down.body["stale"] is True and "down" in down.body["last_reload_error"]
+    assert down.body["stale"] is True and down.body["last_reload_error"] == STORE_RELOAD_FAILED
 
 
 def test_request_id_is_honoured_echoed_or_generated(live):

@@ -1,4 +1,4 @@
-"""`rolegate serve --watch-policies` under real gunicorn: file edits reach every worker."""
+"""`rolegate serve --watch-policies` under the real server: file edits reach every worker."""
 
 from __future__ import annotations
 
@@ -37,7 +37,8 @@ def test_file_edits_reach_every_worker_and_bad_files_keep_the_last_revision(tmp_
         assert set(answers().values()) == {False}  # carol is a viewer
         start_revision = instance.readyz()["revision"]
         acme = policies / "acme.csv"
-        promoted = acme.read_text().replace("g, carol, viewer, acme", "g, carol, editor, acme")
+        # Members are API-managed seeds in the sample: the files add a file-managed role.
+        promoted = acme.read_text() + "# rolegate: managed-by files\ng, carol, editor, acme\n"
         acme.write_text(promoted)
         wait_for(lambda: set(answers().values()) == {True}, timeout=20, interval=0.2)
         assert len(answers()) == 2, "both workers answered"

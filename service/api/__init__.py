@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
+from .. import shadow
 from ..config import Settings
 from ..core import Rolegate
 from ..logs import configure_logging
@@ -55,6 +56,7 @@ def create_app(
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the documented field order
     app.extensions["rolegate"] = core
     hooks.init_app(app, core)
+    shadow.init_app(app, core)
     init_app(app)
     if follow_store:
         core.start_sync()

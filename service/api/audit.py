@@ -47,6 +47,7 @@ DEFAULT_PAGE = 100
 MAX_PAGE = 500
 MAX_CHANGES_PAGE = 1000
 MAX_REVISION_ENTRIES = 100_000
+RECENT_SHADOW_LIMIT = 200  # the shadow keeps this many recent disagreements per worker
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -159,7 +160,7 @@ def _csv(header: list[str], rows: list[list[str]], filename: str) -> Response:
 # --------------------------------------------------------------------------- endpoints
 
 
-@bp.get("/v1/orgs/<org>/subjects/<subject>/permissions")
+@bp.get("/v1/orgs/<org>/subjects/<path:subject>/permissions")
 def permissions(org: str, subject: str):
     _core, snapshot, org = _audit_scope(org)
     subject = validate_text(subject, "subject")
@@ -286,6 +287,22 @@ def decisions(org: str):
     }
 
 
+@bp.get("/v1/orgs/<org>/shadow/disagreements")
+def shadow_disagreements(org: str):
+    """This worker's latest disagreements of the shadow policy (ROLEGATE_SHADOW_POLICY_DIR)."""
+    core, snapshot, org = _audit_scope(org)
+    limit = _limit(DEFAULT_PAGE, RECENT_SHADOW_LIMIT)
+    shadow = core.shadow
+    if shadow is None:
+        raise NotFound("no shadow policy: set ROLEGATE_SHADOW_POLICY_DIR", code="shadow_disabled")
+    return {
+        "org": org,
+        "revision": snapshot.revision,
+        "shadow": shadow.status(),
+        "disagreements": shadow.recent(org, limit),
+    }
+
+
 # --------------------------------------------------------------------------- OpenAPI
 
 
@@ -362,6 +379,14 @@ OPENAPI_PATHS = {
                 _LIMIT,
             ],
             "responses": {"200": json_response("change-log entries", _OBJECT), **_ERRORS},
+        }
+    },
+    "/v1/orgs/{org}/shadow/disagreements": {
+        "get": {
+            "summary": "Latest disagreements of the shadow policy in this worker, newest first"
+            + _AUDIT_NOTE,
+            "parameters": [_ORG, _LIMIT],
+            "responses": {"200": json_response("disagreements", _OBJECT), **_ERRORS},
         }
     },
     "/v1/orgs/{org}/decisions": {

@@ -23,16 +23,47 @@ def caller() -> Principal:
     )
 
 
+MAX_INTEGER_DIGITS = 64  # revisions, limits and ids need 19; longer numbers are only an attack
+
+
+def _parse_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INTEGER_DIGITS:
+        raise _NumberTooLong
+    return int(text)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _NotJson(name)
+
+
+class _NumberTooLong(ValueError):
+    pass
+
+
+class _NotJson(ValueError):
+    pass
+
+
 def json_body() -> Any:
-    """The request's JSON document; 415 unless JSON, 400 when malformed, 413 when too large."""
+    """The request's JSON document; 415 unless JSON, 400 when malformed, 413 when too large.
+
+    Integers longer than MAX_INTEGER_DIGITS and the non-JSON constants NaN/Infinity are refused
+    here, in the one parser every endpoint uses (Python would otherwise raise deep in `int()`).
+    """
     if not request.is_json:
         raise UnsupportedMediaType("expected a JSON body (Content-Type: application/json)")
     raw = request.get_data(cache=True)
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_int=_parse_int, parse_constant=_refuse_constant)
+    except _NumberTooLong:
+        raise InvalidRequest(f"body: an integer longer than {MAX_INTEGER_DIGITS} digits") from None
+    except _NotJson as exc:
+        raise InvalidRequest(f"body: {exc} is not a JSON value") from None
     except UnicodeDecodeError:
         raise InvalidRequest("body: not UTF-8") from None
     except json.JSONDecodeError as exc:
         raise InvalidRequest(f"body: malformed JSON ({exc.msg} at line {exc.lineno})") from None
     except RecursionError:
         raise InvalidRequest("body: JSON nested too deeply") from None
+    except ValueError:  # any other conversion limit of the parser: still the client's input
+        raise InvalidRequest("body: a value that cannot be read") from None

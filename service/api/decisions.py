@@ -47,8 +47,8 @@ _MIN_REVISION = {
     "minimum": 0,
     "maximum": 2**63 - 1,
     "description": "Read-your-writes: decide with at least this policy revision (a write's "
-    "response gives it); waits up to ROLEGATE_MIN_REVISION_WAIT, then 503 "
-    "`revision_unavailable`.",
+    "response gives it); one catch-up with the store, then 400 `revision_ahead` (the store has "
+    "no such revision) or 503 `revision_unavailable` (the store could not be read in time).",
 }
 OPENAPI_PATHS = {
     "/v1/check": {

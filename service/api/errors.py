@@ -12,7 +12,7 @@ import logging
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from ..errors import AuthenticationError, RolegateError
+from ..errors import AuthenticationError, RolegateError, StoreUnavailable
 
 log = logging.getLogger("rolegate.api")
 
@@ -42,12 +42,23 @@ def allow_header(methods) -> str:
     return ", ".join(sorted(names))
 
 
+# The driver's words name the database host, port and user: they go to the log, not the client.
+STORE_UNAVAILABLE_MESSAGE = "the policy store is unavailable; retry later"
+
+
+def public_message(error: RolegateError) -> str:
+    """What a client is told about `error` (store failures without their database details)."""
+    if isinstance(error, StoreUnavailable):
+        return STORE_UNAVAILABLE_MESSAGE
+    return error.message
+
+
 def init_app(app: Flask) -> None:
     @app.errorhandler(RolegateError)
     def rolegate_error(error: RolegateError):
         if isinstance(error, AuthenticationError) or error.http_status >= 500:
             log.info("request refused: %s %s", error.code, error.message)
-        return error_response(error.http_status, error.code, error.message)
+        return error_response(error.http_status, error.code, public_message(error))
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):

@@ -19,6 +19,17 @@ def healthz():
     return {"status": "ok"}
 
 
+STORE_RELOAD_FAILED = "the last reload from the policy store failed (details in the log)"
+
+
+def public_reload_error(core) -> str | None:
+    """The reload error an unauthenticated prober may see: the watcher's policy file error, or
+    that the store failed, never the database's host, port or driver message."""
+    if core.last_reload_error:
+        return STORE_RELOAD_FAILED
+    return read_reload_error(core.settings.data_path)
+
+
 @bp.get("/readyz")
 def readyz():
     core = get_core()
@@ -30,7 +41,7 @@ def readyz():
         "rules": snapshot.rule_count,
         "engine_mode": core.engine.mode,
         "engine_mode_reason": core.engine.shape.reason,
-        "last_reload_error": core.last_reload_error or read_reload_error(core.settings.data_path),
+        "last_reload_error": public_reload_error(core),
         # Decisions go on from memory while the store is unreachable: still ready, but stale.
         "stale": core.stale,
         "store_revision": core.store_revision,
@@ -38,6 +49,8 @@ def readyz():
         "revision_applied_at": core.revision_applied_at,
         "listening": bool(core.sync and core.sync.listening),
         "worker": os.getpid(),
+        # ROLEGATE_SHADOW_POLICY_DIR: the candidate's revision, load error and counters.
+        "shadow": core.shadow.status() if core.shadow is not None else None,
     }
     return body, 200 if ready else 503
 
@@ -67,7 +80,8 @@ OPENAPI_PATHS = {
             "summary": "Readiness: policy loaded, revision, lag behind the store, staleness",
             "description": "Ready (200) once the policy is loaded, also while the database is "
             "down (`stale: true`: decisions are served from memory). `lag` is the number of "
-            "revisions the store is ahead of this worker as last seen; `worker` the process id.",
+            "revisions the store is ahead of this worker as last seen; `worker` the process id; "
+            "`shadow` the shadow policy's revision, load error and counters (null without one).",
             "security": [],
             "responses": {
                 "200": json_response("ready", _STATUS),

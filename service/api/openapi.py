@@ -15,14 +15,15 @@ from typing import Any
 from flask.sansio.blueprints import Blueprint
 
 from ..core import MAX_RESOURCE_CHARS
+from ..identifiers import (
+    ORG_ID_MAX_LENGTH,
+    ORG_ID_PATTERN,
+    SUBJECT_FORBIDDEN_CHARACTERS,
+    SUBJECT_MAX_LENGTH,
+)
 from ..validation import MAX_NAME_CHARS
 
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
-# The org id and subject grammar (docs/admin.md). TODO(merge): import ORG_ID_PATTERN,
-# SUBJECT_MAX_LENGTH and SUBJECT_FORBIDDEN_CHARACTERS from rolegate.identifiers once on main.
-ORG_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
-SUBJECT_MAX_LENGTH = 255  # the store's column width
-SUBJECT_FORBIDDEN_CHARACTERS = ',"()[]'
 # Lone surrogates (Cs, also refused) cannot be sent as UTF-8, so the patterns leave them out.
 _TEXT_REFUSED = ("Cc",)  # core.validate_text
 _NAME_REFUSED = ("Cc", "Cf", "Zl", "Zp")  # store.rule_problem (values kept in rules)
@@ -93,7 +94,12 @@ def subject_schema(**extra: Any) -> dict[str, Any]:
     return schema
 
 
-ORG_SCHEMA = {"type": "string", "pattern": ORG_ID_PATTERN, "maxLength": 63}
+# `roles` is reserved (the template file is roles.csv).
+ORG_SCHEMA = {
+    "type": "string",
+    "pattern": "^(?!roles$)" + ORG_ID_PATTERN.removeprefix("^"),
+    "maxLength": ORG_ID_MAX_LENGTH,
+}
 
 
 def nullable(schema: dict[str, Any]) -> dict[str, Any]:

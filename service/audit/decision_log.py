@@ -6,8 +6,12 @@ to the sinks (stdout, a file, the database). A full queue or a failing sink (ful
 down) never blocks, never raises into the decision and never changes it: the records are dropped
 and counted in `DecisionLog.dropped` (per sink in `dropped_by_sink`).
 
-Each record: time, decision_id, subject, org, resource, action, allowed, rule (the matched rule),
-path, revision, issuer, key_id (of the token), client (address), request_id. Never the token.
+Each record (format `v` 2): time, decision_id, subject, org, resource, action, owner,
+token_roles (the trusted token roles the decision used), default_role (the one in effect), allowed,
+rule (the matched rule), path, revision, issuer, key_id (of the token), client (address),
+request_id. Never the token. `v`, owner, token_roles and default_role are what `rolegate replay`
+needs to decide the same input again; records without them (format 1) are refused by replay.
+A record with `shadow: true` is a shadow policy's disagreement (`rolegate.shadow`), not a decision.
 The client address comes from `REQUEST_CONTEXT`, which the HTTP layer sets for the duration of a
 request, and the request id from `rolegate.logs.request_id_var` (this module does not know HTTP).
 """
@@ -54,13 +58,18 @@ BATCH_SIZE = 1000
 WRITE_INTERVAL_SECONDS = 0.05
 PRUNE_INTERVAL_SECONDS = 3600.0
 MAX_SEARCH_LIMIT = 1000
+FORMAT_VERSION = 2
 FIELDS = (
+    "v",
     "time",
     "decision_id",
     "subject",
     "org",
     "resource",
     "action",
+    "owner",
+    "token_roles",
+    "default_role",
     "allowed",
     "rule",
     "path",
@@ -85,16 +94,24 @@ def decision_record(
     context: Mapping[str, str] | None = None,
     *,
     now: float | None = None,
+    default_role: str | None = None,
 ) -> dict[str, Any]:
-    """The log record of one decision (JSON-ready, `time` as UTC ISO 8601)."""
+    """The log record of one decision (JSON-ready, `time` as UTC ISO 8601).
+
+    `default_role`: the engine's default role when the decision was made (replay uses it).
+    """
     context = context or {}
     return {
+        "v": FORMAT_VERSION,
         "time": format_time(time.time() if now is None else now),
         "decision_id": payload.get("decision_id"),
         "subject": request.subject,
         "org": request.org,
         "resource": request.resource,
         "action": request.action,
+        "owner": request.owner,
+        "token_roles": list(request.extra_roles),
+        "default_role": default_role,
         "allowed": decision.allowed,
         "rule": format_rule(decision.rule) if decision.rule else None,
         "path": " -> ".join(decision.path) if decision.path else None,
@@ -196,7 +213,7 @@ def _matches(
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> bool:
-    if record.get("org") != org:
+    if record.get("org") != org or record.get("shadow") is True:
         return False
     if subject is not None and record.get("subject") != subject:
         return False
@@ -217,6 +234,14 @@ def _matches(
     return not (until is not None and at > format_time(until.timestamp()))
 
 
+SHADOW_ID_PREFIX = "shadow:"  # decision_id column of shadow records (ids are hex otherwise)
+
+
+def _row_decision_id(record: Mapping[str, Any]) -> str:
+    decision_id = record.get("decision_id") or ""
+    return SHADOW_ID_PREFIX + decision_id if record.get("shadow") is True else decision_id
+
+
 class DatabaseSink:
     """Rows in the store's `decision_log` table, pruned after `retention_days` (0: never).
 
@@ -235,7 +260,7 @@ class DatabaseSink:
         rows = [
             {
                 "at": record["time"],
-                "decision_id": record["decision_id"] or "",
+                "decision_id": _row_decision_id(record),
                 "org": record["org"],
                 "subject": record["subject"],
                 "resource": record["resource"],
@@ -276,6 +301,10 @@ class DatabaseSink:
     ) -> list[dict[str, Any]]:
         table = decision_log_table
         stmt = sa.select(table.c.record).where(table.c.org == org)
+        # Shadow records carry the candidate's answer: never mistaken for a decision made.
+        stmt = stmt.where(
+            sa.not_(table.c.decision_id.startswith(SHADOW_ID_PREFIX, autoescape=True))
+        )
         if subject is not None:
             stmt = stmt.where(table.c.subject == subject)
         if resource is not None:
@@ -318,8 +347,10 @@ class DecisionLog:
         capacity: int = DEFAULT_CAPACITY,
         batch_size: int = BATCH_SIZE,
         interval: float = WRITE_INTERVAL_SECONDS,
+        default_role: str | None = None,
     ):
         self.sinks = tuple(sinks)
+        self.default_role = default_role
         self.capacity = capacity
         self.batch_size = batch_size
         self.interval = interval
@@ -347,7 +378,7 @@ class DecisionLog:
             sinks.append(FileSink(target))
         if settings.decision_log_db and engine is not None:
             sinks.append(DatabaseSink(engine, settings.decision_log_retention_days))
-        return cls(sinks) if sinks else None
+        return cls(sinks, default_role=settings.default_role) if sinks else None
 
     # -- the hot path -------------------------------------------------------------------------
 
@@ -377,6 +408,19 @@ class DecisionLog:
             if self._thread is None:
                 self._start_writer()
         except Exception:  # never let logging touch the decision
+            self._count_queue_drop()
+            log.exception("decision log: could not buffer a record")
+
+    def record_raw(self, record: dict[str, Any]) -> None:
+        """Buffer a record that is already built (JSON-ready); drop (and count) when full."""
+        try:
+            if self._closed or len(self._buffer) >= self.capacity:
+                self._count_queue_drop()
+                return
+            self._buffer.append((time.time(), None, record, None, None, None, None))
+            if self._thread is None:
+                self._start_writer()
+        except Exception:
             self._count_queue_drop()
             log.exception("decision log: could not buffer a record")
 
@@ -425,7 +469,18 @@ class DecisionLog:
             try:
                 if request_id is not None:
                     context = {**(context or {}), "request_id": request_id}
-                record = decision_record(principal, request, decision, payload, context, now=epoch)
+                if principal is None:  # a ready record (`record_raw`: shadow disagreements)
+                    record = request
+                else:
+                    record = decision_record(
+                        principal,
+                        request,
+                        decision,
+                        payload,
+                        context,
+                        now=epoch,
+                        default_role=self.default_role,
+                    )
                 lines.append(_ENCODER.encode(record) + "\n")
                 records.append(record)
             except Exception:

@@ -36,8 +36,9 @@ def main(traceback: bool) -> None:
 def _register() -> None:
     from . import audit, db, decide, org, policy, serve
     from . import plan as plan_cli
+    from . import replay as replay_cli
 
-    for module in (serve, decide, policy, org, audit, db, plan_cli):
+    for module in (serve, decide, policy, org, audit, db, plan_cli, replay_cli):
         for command in module.COMMANDS:
             main.add_command(command)
 

@@ -6,9 +6,6 @@ or an aligned text table (`--format`).
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,35 +24,43 @@ from ..audit.decision_log import DecisionLog
 from ..config import Settings
 from ..core import validate_org, validate_text
 from ..errors import ConfigError
+from .common import org_first
 from .decide import engine_for
-
-FORMATS = click.Choice(["table", "json", "csv"])
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+from .output import format_option, render, terminal_width
 
 
-def render(header: Sequence[str], rows: Sequence[Sequence[Any]], output: str, document: Any) -> str:
-    """`document` as JSON, or `header` + `rows` as CSV (spreadsheet-safe) or a text table."""
-    if output == "json":
-        return json.dumps(document, indent=2, ensure_ascii=False)
-    cells = [[("" if value is None else str(value)) for value in row] for row in rows]
-    if output == "csv":
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        for row in [list(header), *cells]:
-            writer.writerow(["'" + c if c.startswith(_FORMULA_START) else c for c in row])
-        return buffer.getvalue().rstrip("\n")
-    widths = [len(name) for name in header]
-    for row in cells:
-        widths = [max(width, len(cell)) for width, cell in zip(widths, row, strict=True)]
-    lines = [
-        "  ".join(name.ljust(width) for name, width in zip(header, widths, strict=True)),
-        "  ".join("-" * width for width in widths),
-    ]
-    lines += [
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in cells
-    ]
-    return "\n".join(lines)
+def render_wide(header: Sequence[str], rows: Sequence[Sequence[Any]], width: int) -> str:
+    """A text table that fits `width`: column blocks that each repeat the first column."""
+    full = render(header, rows, "table", None)
+    if max((len(line) for line in full.splitlines()), default=0) <= width or len(header) < 3:
+        return full
+    blocks, start = [], 1
+    while start < len(header):
+        end = start + 1
+        while end < len(header):
+            candidate = render(
+                [header[0], *header[start : end + 1]],
+                [[row[0], *row[start : end + 1]] for row in rows],
+                "table",
+                None,
+            )
+            if max(len(line) for line in candidate.splitlines()) > width:
+                break
+            end += 1
+        blocks.append(
+            render(
+                [header[0], *header[start:end]],
+                [[row[0], *row[start:end]] for row in rows],
+                "table",
+                None,
+            )
+        )
+        start = end
+    note = (
+        f"({len(header) - 1} columns in {len(blocks)} blocks to fit {width} characters; "
+        "`--format csv` gives one table for a spreadsheet)"
+    )
+    return "\n\n".join(blocks) + "\n" + note
 
 
 _policy_dir_option = click.option(
@@ -64,22 +69,24 @@ _policy_dir_option = click.option(
     default=None,
     help="Read these CSV files instead of the store.",
 )
-_format_option = click.option(
-    "--format", "output", type=FORMATS, default="table", show_default=True, help="Output format."
-)
+_format_option = format_option()
 
 
 @click.command("permissions")
-@click.argument("subject")
 @click.argument("org")
+@click.argument("subject")
 @_policy_dir_option
 @_format_option
-def permissions(subject: str, org: str, policy_dir: Path | None, output: str) -> None:
-    """Every rule SUBJECT holds in ORG, with the role path that grants it."""
-    validate_text(subject, "subject")
-    validate_org(org)
+def permissions(org: str, subject: str, policy_dir: Path | None, output: str) -> None:
+    """Every rule SUBJECT holds in ORG, with the role path that grants it.
+
+    (The old order SUBJECT ORG still works when it is unambiguous.)
+    """
     engine = engine_for(Settings.from_env(), policy_dir)
     snapshot = engine.snapshot
+    org, subject = org_first(snapshot, org, subject)
+    validate_text(subject, "subject")
+    validate_org(org)
     require_org(snapshot, org)
     require_subject(snapshot, org, subject)
     held = [permission.to_dict() for permission in effective_permissions(snapshot, subject, org)]
@@ -128,7 +135,10 @@ def matrix(org: str, policy_dir: Path | None, output: str) -> None:
     require_org(snapshot, org)
     result = access_matrix(engine, snapshot, org)
     header, rows = result.to_table()
-    click.echo(render(header, rows, output, result.to_dict()))
+    if output == "table":
+        click.echo(render_wide(header, rows, terminal_width()))
+    else:
+        click.echo(render(header, rows, output, result.to_dict()))
 
 
 def _parse_time(value: str | None, name: str) -> datetime | None:
@@ -158,9 +168,9 @@ def decisions(org, subject, resource, action, allowed, since, until, limit, outp
     engine = None
     store = None
     if settings.decision_log_db:
-        from ..store import PolicyStore
+        from .common import open_existing_store
 
-        store = PolicyStore.from_url(settings.database_url)
+        store = open_existing_store(settings)
         engine = store.engine
     try:
         decision_log = DecisionLog.from_settings(settings, engine)

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import click
+import sqlalchemy as sa
 
 from ..config import Settings
 from ..store.db import make_engine
-from ..store.schema import SchemaError, schema_differences, schema_state, upgrade
+from ..store.schema import (
+    SchemaError,
+    head_revision,
+    schema_differences,
+    schema_state,
+    upgrade,
+)
+from .common import missing_store_problem
+from .output import emit, format_option
 
 
-def _engine():
+def _engine() -> sa.Engine:
     return make_engine(Settings.from_env().database_url)
 
 
@@ -34,21 +43,36 @@ def upgrade_command(revision: str) -> None:
 
 
 @db.command("current")
-def current_command() -> None:
+@format_option()
+def current_command(output: str) -> None:
     """Show the database's schema version and the one this Rolegate needs."""
-    engine = _engine()
-    try:
-        state = schema_state(engine)
-    finally:
-        engine.dispose()
-    click.echo(f"database: {state.current or 'none'}")
-    click.echo(f"this release: {state.head}")
-    click.echo(f"status: {'up to date' if state.up_to_date else state.problem()}")
+    missing = missing_store_problem(Settings.from_env())
+    current: str | None
+    status: str | None
+    if missing is not None:  # report it without creating the file
+        current, head, status = None, head_revision(), missing
+    else:
+        engine = _engine()
+        try:
+            state = schema_state(engine)
+        finally:
+            engine.dispose()
+        current, head = state.current, state.head
+        status = "up to date" if state.up_to_date else state.problem()
+    if output != "table":
+        emit({"database": current, "release": head, "status": status}, output)
+        return
+    click.echo(f"database: {current or 'none'}")
+    click.echo(f"this release: {head}")
+    click.echo(f"status: {status}")
 
 
 @db.command("check")
 def check_command() -> None:
     """Exit 0 when the schema is this release's and matches the declared tables; else 2."""
+    missing = missing_store_problem(Settings.from_env())
+    if missing is not None:
+        raise SchemaError(f"{missing}; or `rolegate db upgrade` to create an empty store")
     engine = _engine()
     try:
         state = schema_state(engine)

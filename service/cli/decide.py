@@ -10,7 +10,10 @@ import click
 
 from ..config import Settings
 from ..engine import CheckRequest, Engine
+from ..engine.explain import explain_denial
 from ..store import read_policy_dir
+from .common import org_first
+from .output import format_option, render
 
 
 def engine_for(settings: Settings, policy_dir: Path | None) -> Engine:
@@ -19,9 +22,9 @@ def engine_for(settings: Settings, policy_dir: Path | None) -> Engine:
     if policy_dir is not None:
         engine.load(0, [item.rule for item in read_policy_dir(policy_dir)])
         return engine
-    from ..store import PolicyStore
+    from .common import open_existing_store
 
-    store = PolicyStore.from_url(settings.database_url)
+    store = open_existing_store(settings)
     try:
         engine.load(*store.load_all())
     finally:
@@ -29,9 +32,23 @@ def engine_for(settings: Settings, policy_dir: Path | None) -> Engine:
     return engine
 
 
+def denial_lines(reason: dict) -> list[str]:
+    """The deny explanation (`rolegate.engine.explain`) as lines; none for an allow."""
+    if "code" not in reason:
+        return []
+    lines = [f"reason: {', '.join(reason['codes'])}"]
+    would_allow = reason.get("would_allow") or {}
+    owner = would_allow.get("as_owner")
+    if owner:
+        lines.append(f"would be allowed as the owner ({owner['rule']})")
+    for item in would_allow.get("roles", ()):
+        lines.append(f"would be allowed with role {item['role']} ({item['rule']})")
+    return lines
+
+
 @click.command("check")
-@click.argument("subject")
 @click.argument("org")
+@click.argument("subject")
 @click.argument("resource")
 @click.argument("action")
 @click.option("--owner", default="", help="Subject id that owns the resource.")
@@ -42,27 +59,51 @@ def engine_for(settings: Settings, policy_dir: Path | None) -> Engine:
     default=None,
     help="Decide against these CSV files instead of the store.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
-def check(subject, org, resource, action, owner, explain, policy_dir, as_json):
-    """Decide SUBJECT ORG RESOURCE ACTION. Exit 0 allow, 1 deny, 2 error."""
+@format_option()
+@click.option("--json", "as_json", is_flag=True, hidden=True, help="Deprecated: --format json.")
+def check(org, subject, resource, action, owner, explain, policy_dir, output, as_json):
+    """Decide ORG SUBJECT RESOURCE ACTION. Exit 0 allow, 1 deny, 2 error.
+
+    (The old order SUBJECT ORG ... still works when it is unambiguous.)
+    """
     from ..core import validate_org, validate_text
 
+    engine = engine_for(Settings.from_env(), policy_dir)
+    org, subject = org_first(engine.snapshot, org, subject)
     validate_text(subject, "subject")
     validate_org(org)
     validate_text(resource, "resource", max_length=2048)
     validate_text(action, "action")
-    engine = engine_for(Settings.from_env(), policy_dir)
-    decision = engine.check(CheckRequest(subject, org, resource, action, owner))
+    request = CheckRequest(subject, org, resource, action, owner)
+    decision = engine.check(request)
     if as_json:
-        click.echo(json.dumps({"allowed": decision.allowed, "reason": decision.reason}))
+        click.echo("Warning: --json is deprecated: use --format json", err=True)
+        output = "json"
+    reason = {**decision.reason, **explain_denial(engine, request, decision)}
+    if output == "json":
+        click.echo(json.dumps({"allowed": decision.allowed, "reason": reason}))
+    elif output == "csv":
+        click.echo(
+            render(
+                ["org", "subject", "resource", "action", "decision", "summary"],
+                [[org, subject, resource, action, _word(decision.allowed), reason["summary"]]],
+                "csv",
+                None,
+            )
+        )
     else:
-        click.echo("allow" if decision.allowed else "deny")
+        click.echo(_word(decision.allowed))
         if explain:
-            reason = decision.reason
             click.echo(f"  {reason['summary']}")
             if reason.get("path"):
                 click.echo(f"  path: {reason['path']}")
+            for line in denial_lines(reason):
+                click.echo(f"  {line}")
     sys.exit(0 if decision.allowed else 1)
+
+
+def _word(allowed: bool) -> str:
+    return "allow" if allowed else "deny"
 
 
 COMMANDS = (check,)

@@ -18,6 +18,7 @@ from ..engine.plan import (
 )
 from ..errors import InvalidRequest, RolegateError
 from .decide import engine_for
+from .output import emit
 
 
 def plan_sql(plan: dict, table: str) -> str:
@@ -43,9 +44,10 @@ def plan_sql(plan: dict, table: str) -> str:
 @click.option(
     "--format",
     "output",
-    type=click.Choice(["json", "sql"]),
+    type=click.Choice(["json", "sql", "table", "csv"]),
     default="json",
-    help="json: the POST /v1/plan answer; sql: a PostgreSQL query over --table.",
+    help="json: the POST /v1/plan answer; sql: a PostgreSQL query over --table; table/csv: "
+    "the answer's fields.",
 )
 @click.option("--table", default="resources", help="Table name for --format sql.")
 @click.option(
@@ -79,6 +81,9 @@ def plan(subject, action, template, org, output, table, policy_dir):
         "revision": snapshot.revision,
         "condition": condition,
     }
+    if output in ("table", "csv"):
+        emit(answer, output)
+        return
     click.echo(plan_sql(answer, table) if output == "sql" else json.dumps(answer))
 
 

@@ -173,7 +173,7 @@ def _intersection(known: list[str], found: Iterable[str]) -> list[str]:
 def _fold_likes(kind: str, items: list[Condition]) -> list[Condition] | None:
     """Values against globs on the same field: `v or like g` drops a v that g matches; `v and
     like g` keeps only the values g matches and drops the glob (None: nothing is left)."""
-    globs: dict[str, list[re.Pattern[str]]] = {}
+    globs: dict[str, list[Glob]] = {}
     for item in items:
         if isinstance(item, tuple) and item[0] == "like":
             globs.setdefault(item[1], []).append(glob_regex(item[2]))
@@ -274,9 +274,35 @@ def to_json(condition: Condition) -> Any:
     return {kind: [condition[1], condition[2]]}
 
 
-def glob_regex(glob: str) -> re.Pattern[str]:
-    """A `like` glob as a regular expression: `*` any run of characters, the rest literal."""
-    return re.compile(".*".join(re.escape(part) for part in glob.split("*")), re.DOTALL)
+class Glob:
+    """A `like` glob: `*` any run of characters, the rest literal. Matched by finding the
+    literal parts left to right (linear in the value; a regex `.*a.*a.*b` backtracks)."""
+
+    __slots__ = ("parts",)
+
+    def __init__(self, glob: str):
+        self.parts = glob.split("*")
+
+    def fullmatch(self, value: str) -> bool:
+        parts = self.parts
+        if len(parts) == 1:
+            return value == parts[0]
+        first, middle, last = parts[0], parts[1:-1], parts[-1]
+        end = len(value) - len(last)
+        if end < len(first) or not value.startswith(first) or not value.endswith(last):
+            return False
+        position = len(first)
+        for part in middle:
+            found = value.find(part, position, end)
+            if found < 0:
+                return False
+            position = found + len(part)
+        return True
+
+
+def glob_regex(glob: str) -> Glob:
+    """The matcher of a `like` glob (see `Glob`)."""
+    return Glob(glob)
 
 
 def evaluate(condition: Any, values: Mapping[str, str]) -> bool:
@@ -297,7 +323,7 @@ def evaluate(condition: Any, values: Mapping[str, str]) -> bool:
     if kind == "in":
         return value in operand
     if kind == "like":
-        return glob_regex(operand).fullmatch(value) is not None
+        return glob_regex(operand).fullmatch(value)
     raise ValueError(f"unknown condition {kind!r}")
 
 

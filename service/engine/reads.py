@@ -20,12 +20,10 @@ import weakref
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, NamedTuple
 
-from casbin.util import key_match
-
 from ..rules import TEMPLATE_DOMAIN, Rule
 from . import coverage
 from .model import OWNER_ROLE
-from .patterns import PatternError, compile_matcher
+from .patterns import PatternError, compile_matcher, domain_applies
 from .snapshot import MAX_LINKS_FOLLOWED, DomainIndex, RolePaths, Snapshot
 from .types import CheckRequest, Decision
 
@@ -92,7 +90,9 @@ def link_domains(snapshot: Snapshot, org: str) -> tuple[str, ...]:
     keyMatch, `*` included) that matches it."""
     names = [org] if org in snapshot.domains else []
     names += sorted(
-        name for name in snapshot.domains if name != org and "*" in name and key_match(org, name)
+        name
+        for name in snapshot.domains
+        if name != org and "*" in name and domain_applies(org, name)
     )
     return tuple(names)
 

@@ -14,22 +14,32 @@ tests/test_engine_differential.py):
 - with deny-override any applicable deny rule denies, otherwise any applicable allow allows;
 - a granted role (default role, trusted token roles) counts as the link `g, s, role, o`, so it
   uses one of the 9 links; the owner role has its own budget (Casbin's separate `g("owner", ..)`);
-- a resource pattern Casbin cannot compile fails every check that Casbin would evaluate it for
+- a resource with control characters or lone surrogates matches no pattern (the API refuses
+  them; Casbin's `re` would read them);
+- a resource pattern Casbin cannot compile, or whose meaning only a backtracking matcher
+  reproduces (see patterns.py), fails every check that Casbin would evaluate it for
   (same org or `*`, same action; with the subject term first, only the subject's roles): deny
   with an error. Under allow-override Casbin's answer then depends on rule order; we deny.
 """
 
 from __future__ import annotations
 
+import heapq
 import sys
+from array import array
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
-from casbin.util import key_match
-
 from ..rules import TEMPLATE_DOMAIN, Rule, rule_domain
 from .model import OWNER_ROLE, ModelShape
-from .patterns import Matcher, MatcherCache, PatternError, resource_segment
+from .patterns import (
+    Matcher,
+    MatcherCache,
+    PatternError,
+    domain_applies,
+    has_unmatchable,
+    resource_segment,
+)
 from .types import CheckRequest, Decision
 
 MAX_LINKS_FOLLOWED = 9  # Casbin's role manager: max_hierarchy_level 10 counts the subject itself
@@ -44,9 +54,15 @@ FiledGrants = tuple[dict[str, tuple[Grant, ...]], tuple[Grant, ...]]
 class DomainIndex:
     """The rules of one domain, indexed. Never mutated after construction."""
 
-    __slots__ = ("name", "rules", "grants", "links", "broken")
+    __slots__ = ("name", "rules", "grants", "links", "broken", "positions")
 
-    def __init__(self, name: str, rules: tuple[Rule, ...], matchers: MatcherCache):
+    def __init__(
+        self,
+        name: str,
+        rules: tuple[Rule, ...],
+        matchers: MatcherCache,
+        positions: array | None = None,
+    ):
         # (subject, action) -> first resource segment (None: any) -> [(matcher, rule)]
         grants: dict[tuple[str, str], dict[str | None, list[Grant]]] = {}
         links: dict[str, list[str]] = defaultdict(list)
@@ -68,6 +84,9 @@ class DomainIndex:
                 links[rule[1]].append(rule[2])
         self.name = name
         self.rules = rules
+        # Each rule's place in the whole policy's order (kept for models served by Casbin,
+        # whose priority effects depend on it); None for the fast path.
+        self.positions = positions
         self.grants: dict[tuple[str, str], FiledGrants] = {
             key: (
                 {segment: tuple(value) for segment, value in filed.items() if segment is not None},
@@ -98,8 +117,10 @@ class Snapshot:
         domains: dict[str, DomainIndex],
         matchers: MatcherCache,
         default_role: str | None = None,
+        next_position: int = 0,
     ):
         self.revision = revision
+        self.next_position = next_position
         self.shape = shape
         self.domains = domains
         self.default_role = default_role
@@ -120,39 +141,69 @@ class Snapshot:
         default_role: str | None = None,
     ) -> Snapshot:
         by_domain: dict[str, list[Rule]] = defaultdict(list)
+        positions: dict[str, array] = defaultdict(lambda: array("q"))
+        count = 0
         for rule in rules:
             rule = _intern_rule(rule)
-            by_domain[rule_domain(rule)].append(rule)
+            domain = rule_domain(rule)
+            by_domain[domain].append(rule)
+            if not shape.fast:
+                positions[domain].append(count)
+            count += 1
         matchers = MatcherCache(shape.resource_function)
         domains = {
-            name: DomainIndex(name, tuple(domain_rules), matchers)
+            name: DomainIndex(name, tuple(domain_rules), matchers, positions.get(name))
             for name, domain_rules in by_domain.items()
         }
-        return cls(revision, shape, domains, matchers, default_role)
+        return cls(revision, shape, domains, matchers, default_role, count)
 
     def with_changes(
         self, revision: int, added: Iterable[Rule], removed: Iterable[Rule]
     ) -> Snapshot:
-        """A new snapshot with the change applied; only the touched domains are re-indexed."""
-        added_by_domain: dict[str, list[Rule]] = defaultdict(list)
+        """A new snapshot with the change applied; only the touched domains are re-indexed.
+
+        Added rules come after every rule already there, in the order given (Casbin appends)."""
+        added_by_domain: dict[str, list[tuple[Rule, int]]] = defaultdict(list)
         removed_by_domain: dict[str, set[Rule]] = defaultdict(set)
+        next_position = self.next_position
         for rule in added:
             rule = _intern_rule(rule)
-            added_by_domain[rule_domain(rule)].append(rule)
+            added_by_domain[rule_domain(rule)].append((rule, next_position))
+            next_position += 1
         for rule in removed:
             removed_by_domain[rule_domain(rule)].add(tuple(rule))
         domains = dict(self.domains)
+        ordered = not self.shape.fast
         for name in set(added_by_domain) | set(removed_by_domain):
             old = domains.get(name)
             gone = removed_by_domain.get(name, set())
-            kept = [rule for rule in (old.rules if old else ()) if rule not in gone]
-            present = set(kept)
-            kept.extend(rule for rule in added_by_domain.get(name, ()) if rule not in present)
-            if kept:
-                domains[name] = DomainIndex(name, tuple(kept), self._matchers)
+            old_rules = old.rules if old else ()
+            old_positions = old.positions if old is not None and old.positions else ()
+            pairs = [
+                (rule, position)
+                for rule, position in zip(
+                    old_rules, old_positions or range(len(old_rules)), strict=True
+                )
+                if rule not in gone
+            ]
+            present = {rule for rule, _position in pairs}
+            for rule, position in added_by_domain.get(name, ()):
+                if rule not in present:
+                    present.add(rule)
+                    pairs.append((rule, position))
+            if pairs:
+                positions = array("q", (position for _rule, position in pairs))
+                domains[name] = DomainIndex(
+                    name,
+                    tuple(rule for rule, _position in pairs),
+                    self._matchers,
+                    positions if ordered else None,
+                )
             else:
                 domains.pop(name, None)
-        return Snapshot(revision, self.shape, domains, self._matchers, self.default_role)
+        return Snapshot(
+            revision, self.shape, domains, self._matchers, self.default_role, next_position
+        )
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -167,16 +218,30 @@ class Snapshot:
             return index.rules if index else ()
         return tuple(rule for index in self.domains.values() for rule in index.rules)
 
+    def ordered_rules(self, domains: Iterable[str] | None = None) -> list[Rule]:
+        """The rules of `domains` (default: all) in policy order: load order, then changes in
+        the order they were applied (models served by Casbin; the fast path keeps no order)."""
+        names = self.domains if domains is None else dict.fromkeys(domains)
+        indexes = [self.domains[name] for name in names if name in self.domains]
+        runs = []
+        for index in indexes:
+            if index.positions is None:
+                return [rule for index in indexes for rule in index.rules]
+            runs.append(zip(index.positions, index.rules, strict=True))
+        return [rule for _position, rule in heapq.merge(*runs)]
+
     def orgs(self) -> list[str]:
         return sorted(name for name in self.domains if name != TEMPLATE_DOMAIN)
 
     def _link_maps(self, org: str) -> list[Mapping[str, tuple[str, ...]]]:
         maps: list[Mapping[str, tuple[str, ...]]] = []
+        if not self.shape.has_roles:
+            return maps  # no role definition: Casbin reads no `g` rule
         index = self.domains.get(org)
         if index is not None and index.links:
             maps.append(index.links)
         for pattern in self._pattern_domains:
-            if pattern != org and key_match(org, pattern):
+            if pattern != org and domain_applies(org, pattern):
                 maps.append(self.domains[pattern].links)
         return maps
 
@@ -263,6 +328,10 @@ class Snapshot:
                     problem = self._matchers.problems.get(rule[3], "unusable pattern")
                     return Decision(False, self.revision, rule, error=problem)
         resource = request.resource
+        # Control characters or lone surrogates: no pattern matches (a plain deny), but a pattern
+        # that cannot be evaluated still fails the check as it would for any resource.
+        unmatchable = has_unmatchable(resource)
+        problems = self._matchers.problems
         segment = resource_segment(resource)
         deny_override = self.shape.deny_override
         allow_rule: Rule | None = None
@@ -278,6 +347,10 @@ class Snapshot:
                 by_segment, anywhere = filed
                 for entries in (by_segment.get(segment, ()), anywhere):
                     for matches, rule in entries:
+                        if unmatchable:
+                            if rule[3] in problems:
+                                matches(resource)  # raises PatternError
+                            continue
                         if not matches(resource):
                             continue
                         effect = rule[5]

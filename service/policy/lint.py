@@ -2,10 +2,14 @@
 
 Errors (exit 1): the CSV reader's problems (syntax, field-count, unknown-ptype, empty-value,
 bad-effect, casbin-misread, control-char, too-long, binary, encoding, too-large, unreadable,
-symlink-outside), pattern-invalid, pattern-star, role-cycle, role-depth, contradicted-allow (when
-provable) and global-membership (a user's `*` membership without the marker comment).
-Warnings: pattern-regex, pattern-relative, org-pattern, duplicate-rule, contradicted-allow (when
-not provable), role-unassigned, role-unknown. docs/policy-as-code.md explains each one.
+symlink-outside), pattern-invalid, pattern-star, pattern-regex (regular-expression syntax in a
+keyMatch2 pattern, unless allowed), pattern-unsupported (a regular expression the linear-time
+matcher cannot reproduce), role-cycle, role-depth, contradicted-allow (when provable) and
+global-membership (a user's `*` membership without the marker comment). Identifier and ownership
+errors: invalid-org-id, api-key-in-files.
+Warnings: pattern-regex (when allowed), pattern-relative, org-pattern, duplicate-rule,
+contradicted-allow (when not provable), role-unassigned (unless the file says
+`# rolegate: held-elsewhere ROLE`), role-unknown. docs/policy-as-code.md explains each one.
 """
 
 from __future__ import annotations
@@ -16,15 +20,21 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from casbin.util import key_match
-
 from ..engine.model import OWNER_ROLE
+from ..engine.patterns import casbin_error, domain_applies, validate_pattern
 from ..engine.snapshot import MAX_LINKS_FOLLOWED
+from ..identifiers import org_id_problem
 from ..rules import TEMPLATE_DOMAIN, Rule, format_rule
-from ..store.csvfiles import PolicyProblem, SourcedRule, scan_policy_dir
+from ..store.csvfiles import (
+    GLOBAL_MEMBERSHIP_MARKER,
+    HELD_ELSEWHERE_MARKER,  # roles held through API keys, tokens or operators, not the files
+    PolicyProblem,
+    SourcedRule,
+    scan_policy_dir,
+)
+from ..store.policies import is_api_key_link
 from .resources import REGEX_METACHARS, pattern_covers, pattern_error
 
-GLOBAL_MEMBERSHIP_MARKER = "# rolegate: global-membership"
 ERROR = "error"
 WARNING = "warning"
 
@@ -96,8 +106,12 @@ def lint_policy_dir(
     resource_function: str = "keyMatch2",
     owner_role: str | None = OWNER_ROLE,
     default_role: str | None = None,
+    allow_regex: bool = False,
 ) -> LintReport:
-    """Lint every policy file under `directory` (PolicyError when it is not a directory)."""
+    """Lint every policy file under `directory` (PolicyError when it is not a directory).
+
+    `allow_regex`: the deployment allows regular-expression syntax in resource patterns
+    (ROLEGATE_ALLOW_REGEX_PATTERNS); otherwise such a pattern is an error."""
     rules, problems = scan_policy_dir(Path(directory))
     issues = [_from_problem(problem) for problem in problems]
     issues += lint_rules(
@@ -105,6 +119,7 @@ def lint_policy_dir(
         resource_function=resource_function,
         owner_role=owner_role,
         default_role=default_role,
+        allow_regex=allow_regex,
     )
     return LintReport(tuple(sorted(set(issues))), tuple(rules))
 
@@ -116,15 +131,18 @@ def lint_rules(
     owner_role: str | None = OWNER_ROLE,
     default_role: str | None = None,
     line_reader: Callable[[str], list[str]] | None = None,
+    allow_regex: bool = False,
 ) -> list[LintIssue]:
     """The semantic checks over rules that parsed. `line_reader(path)` gives a file's lines."""
     context = _Context(sourced, resource_function, owner_role, default_role, line_reader)
+    context.allow_regex = allow_regex
     issues: list[LintIssue] = []
     for check in (
         _duplicates,
         _resource_patterns,
         _org_patterns,
         _global_memberships,
+        _identifiers,
         _cycles_and_depth,
         _contradicted_allows,
         _unassigned_roles,
@@ -151,6 +169,7 @@ class _Context:
     def __init__(self, sourced, function, owner_role, default_role, line_reader):
         self.sourced: list[SourcedRule] = list(sourced)
         self.function = function
+        self.allow_regex = False
         self.owner_role = owner_role
         self.default_role = default_role
         self._line_reader = line_reader or _read_lines
@@ -191,7 +210,7 @@ class _Context:
         names = [org]
         if org != TEMPLATE_DOMAIN:
             names.append(TEMPLATE_DOMAIN)
-            names += [name for name in self.pattern_domains if key_match(org, name)]
+            names += [name for name in self.pattern_domains if domain_applies(org, name)]
         return names
 
     def view_links(self, org: str) -> dict[str, list[str]]:
@@ -266,12 +285,15 @@ def _resource_patterns(ctx: _Context) -> Iterable[LintIssue]:
         if pattern in seen:
             continue
         seen.add(pattern)
-        for code, severity, message in _pattern_findings(ctx.function, pattern):
+        for code, severity, message in _pattern_findings(ctx.function, pattern, ctx.allow_regex):
             yield ctx.issue(rule, code, severity, message, field=3)
 
 
-def _pattern_findings(function: str, pattern: str) -> list[tuple[str, str, str]]:
-    error = pattern_error(function, pattern)
+def _pattern_findings(
+    function: str, pattern: str, allow_regex: bool = False
+) -> list[tuple[str, str, str]]:
+    linear = function in ("keyMatch2", "regexMatch")  # checked by validate_pattern below
+    error = casbin_error(function, pattern) if linear else pattern_error(function, pattern)
     if error is not None:
         return [
             (
@@ -299,7 +321,11 @@ def _pattern_findings(function: str, pattern: str) -> list[tuple[str, str, str]]
                 )
             )
         metachars = sorted(set(pattern) & REGEX_METACHARS)
-        if metachars:
+        problem = validate_pattern(pattern, allow_regex=allow_regex, function=function)
+        if problem is not None and not stray:
+            code = "pattern-unsupported" if allow_regex else "pattern-regex"
+            findings.append((code, ERROR, f"resource pattern {problem}"))
+        elif metachars and problem is None:
             findings.append(
                 (
                     "pattern-regex",
@@ -308,6 +334,10 @@ def _pattern_findings(function: str, pattern: str) -> list[tuple[str, str, str]]
                     "keeps their regular-expression meaning (`.` matches any character)",
                 )
             )
+    if function == "regexMatch":
+        problem = validate_pattern(pattern, allow_regex=True, function=function)
+        if problem is not None:
+            findings.append(("pattern-unsupported", ERROR, f"resource pattern {problem}"))
     if not pattern.startswith("/") and pattern != "*" and function != "regexMatch":
         findings.append(
             (
@@ -351,6 +381,28 @@ def _global_memberships(ctx: _Context) -> Iterable[LintIssue]:
             f"every org: use an org, or confirm with the comment line `{GLOBAL_MEMBERSHIP_MARKER}` "
             "directly above",
         )
+
+
+def _identifiers(ctx: _Context) -> Iterable[LintIssue]:
+    """Org ids of the one grammar (`rolegate.identifiers`); no API-key links in files."""
+    reported: set[tuple[str, str]] = set()
+    for item in ctx.first.values():
+        rule = item.rule
+        domain = rule[2] if rule[0] == "p" else rule[3]
+        if "*" not in domain and (item.location.path, domain) not in reported:
+            problem = org_id_problem(domain)
+            if problem is not None:
+                reported.add((item.location.path, domain))
+                field = 2 if rule[0] == "p" else 3
+                yield ctx.issue(rule, "invalid-org-id", ERROR, f"org {problem}", field=field)
+        if is_api_key_link(rule) or (rule[0] == "p" and rule[1].startswith("apikey:")):
+            yield ctx.issue(
+                rule,
+                "api-key-in-files",
+                ERROR,
+                f"`{rule[1]}` is an API key: a key and its roles are created together through "
+                "the admin API (`rolegate org keys create`), never in policy files",
+            )
 
 
 def _cycles_and_depth(ctx: _Context) -> Iterable[LintIssue]:
@@ -499,6 +551,25 @@ def _contradicted_allows(ctx: _Context) -> Iterable[LintIssue]:
             )
 
 
+def _held_elsewhere(ctx: _Context, path: str) -> set[str]:
+    """Roles a file declares as held outside the files (`# rolegate: held-elsewhere a, b`)."""
+    cache = ctx.__dict__.setdefault("_held_elsewhere", {})
+    if path not in cache:
+        cache[path] = _read_held_elsewhere(ctx, path)
+    return cache[path]
+
+
+def _read_held_elsewhere(ctx: _Context, path: str) -> set[str]:
+    names: set[str] = set()
+    for line in ctx.lines(path):
+        text = line.strip()
+        if text.lower().startswith(HELD_ELSEWHERE_MARKER):
+            names.update(
+                name.strip() for name in text[len(HELD_ELSEWHERE_MARKER) :].split(",") if name
+            )
+    return names
+
+
 def _unassigned_roles(ctx: _Context) -> Iterable[LintIssue]:
     builtin = {ctx.owner_role, ctx.default_role} - {None}
     seen: set[tuple[str, str]] = set()
@@ -507,6 +578,8 @@ def _unassigned_roles(ctx: _Context) -> Iterable[LintIssue]:
         if subject in builtin or (subject, domain) in seen:
             continue
         seen.add((subject, domain))
+        if subject in _held_elsewhere(ctx, ctx.first[rule].location.path):
+            continue
         if any(
             subject in ctx.links.get(name, {})
             or any(subject in roles for roles in ctx.links.get(name, {}).values())
@@ -547,6 +620,7 @@ def _unknown_roles(ctx: _Context) -> Iterable[LintIssue]:
 __all__ = [
     "ERROR",
     "GLOBAL_MEMBERSHIP_MARKER",
+    "HELD_ELSEWHERE_MARKER",
     "WARNING",
     "LintIssue",
     "LintReport",

@@ -14,13 +14,15 @@
 Every value is a string (quote YAML's `yes`/`no`/numbers); unknown keys are errors, so a typo
 never silently drops an expectation.
 
-Reports: text (pytest-like), JSON and JUnit XML (`render_json`, `render_junit`). Coverage lists
+Reports: a table (pytest-like text), JSON, CSV and JUnit XML (`RENDERERS`). Coverage lists
 the rules no case exercised: a `p` rule is exercised when it decided a case, a role link when the
 deciding role path followed it (both as the engine reports them, `Decision.rule`/`.path`).
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -417,4 +419,31 @@ def render_junit(
     return text + "\n", not failed
 
 
-RENDERERS = {"text": render_results, "json": render_json, "junit": render_junit}
+CSV_COLUMNS = (
+    "id", "file", "line", "subject", "org", "resource", "action", "owner", "expect", "actual",
+    "passed", "rule", "path",
+)  # fmt: skip
+
+
+def render_csv(
+    results: Iterable[SuiteResult], coverage: Coverage | None = None
+) -> tuple[str, bool]:
+    """One row per case (coverage is a list of rules, not cases: table, json or junit)."""
+    if coverage is not None:
+        raise PolicyError("--coverage is reported in the table, json and junit formats, not csv")
+    results = list(results)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for result in results:
+        row = _case_dict(result)
+        writer.writerow("" if row[name] is None else str(row[name]) for name in CSV_COLUMNS)
+    return buffer.getvalue(), all(result.passed for result in results)
+
+
+RENDERERS = {
+    "table": render_results,
+    "json": render_json,
+    "csv": render_csv,
+    "junit": render_junit,
+}

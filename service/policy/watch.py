@@ -1,7 +1,7 @@
 """`serve --watch-policies`: apply edits of the policy files to the store while the service runs.
 
-One watcher runs per service, in the `serve` process before gunicorn forks its workers (the
-gunicorn master), never in the workers. Every `interval` seconds it compares the files' stat
+One watcher runs per service, in the `serve` process before the server forks its workers (the
+master), never in the workers. Every `interval` seconds it compares the files' stat
 fingerprints; on a change it lints the directory and:
 
 - with errors: applies nothing, logs the error and records it in
@@ -9,7 +9,8 @@ fingerprints; on a change it lints the directory and:
   while the previous revision keeps serving;
 - otherwise: applies what changed in the files since the last good state (rules added to the
   files are added, rules removed from the files are removed) as one change set with actor
-  `file:<path>`, and clears the recorded error. Rules added through the API are kept. The workers
+  `file:<path>`, and clears the recorded error. Only file-managed rules are removed: rules
+  managed by the admin API are kept (see docs/policy-as-code.md, "Who manages a rule"). The workers
   pick up the new revision through their store polling (`Rolegate.refresh`).
 
 The baseline is the files as they are when the watcher starts (apply them first with
@@ -29,6 +30,7 @@ from pathlib import Path
 from ..errors import Conflict, RolegateError
 from ..rules import Rule
 from ..store.csvfiles import _policy_files
+from ..store.db import MANAGED_BY_FILES
 from ..store.policies import ChangeSet, PolicyStore
 from .impact import diff_rules
 from .lint import LintReport, lint_policy_dir
@@ -93,6 +95,30 @@ def _describe_errors(report: LintReport, limit: int = 5) -> str:
     return "policy files not applied: " + "; ".join(shown) + (f" (and {more} more)" if more else "")
 
 
+def _file_managed(report: LintReport) -> set[Rule]:
+    """The rules the files manage (`managed-by api` seeds are applied by sync and import)."""
+    return {item.rule for item in report.rules if item.managed_by == MANAGED_BY_FILES}
+
+
+def policy_fingerprint(policy_dir: Path) -> tuple:
+    """Stat data of every policy file of `policy_dir` (and problems such as outside symlinks):
+    equal fingerprints mean unchanged files (also used by the shadow policy, rolegate.shadow)."""
+    try:
+        files, problems = _policy_files(policy_dir)
+    except OSError as exc:
+        return (("error", str(exc)),)
+    entries: list[tuple[object, ...]] = []
+    for path in files:
+        try:
+            stat = path.stat()
+            entries.append(
+                (str(path), stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size, stat.st_ino)
+            )
+        except OSError as exc:
+            entries.append((str(path), str(exc)))
+    return (tuple(entries), tuple(str(problem) for problem in problems))
+
+
 class PolicyWatcher:
     """Polls a policy directory and applies its changes to the store (see the module doc)."""
 
@@ -106,6 +132,7 @@ class PolicyWatcher:
         resource_function: str = "keyMatch2",
         default_role: str | None = None,
         interval: float = DEFAULT_INTERVAL,
+        allow_regex: bool = False,
     ):
         self.policy_dir = Path(policy_dir)
         self.store = store
@@ -113,6 +140,7 @@ class PolicyWatcher:
         self.model_path = Path(model_path)
         self.resource_function = resource_function
         self.default_role = default_role
+        self.allow_regex = allow_regex
         self.interval = interval
         self.last_error: str | None = None
         self._stop = threading.Event()
@@ -121,33 +149,21 @@ class PolicyWatcher:
         report = self._lint()
         self._baseline: set[Rule] | None = None
         if report.ok:
-            self._baseline = {item.rule for item in report.rules}
+            self._baseline = _file_managed(report)
             self._record(None)
         else:
             self._record(_describe_errors(report))
 
     def fingerprint(self) -> tuple:
         """Stat data of every policy file (and problems such as outside symlinks)."""
-        try:
-            files, problems = _policy_files(self.policy_dir)
-        except OSError as exc:
-            return (("error", str(exc)),)
-        entries: list[tuple[object, ...]] = []
-        for path in files:
-            try:
-                stat = path.stat()
-                entries.append(
-                    (str(path), stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size, stat.st_ino)
-                )
-            except OSError as exc:
-                entries.append((str(path), str(exc)))
-        return (tuple(entries), tuple(str(problem) for problem in problems))
+        return policy_fingerprint(self.policy_dir)
 
     def _lint(self) -> LintReport:
         return lint_policy_dir(
             self.policy_dir,
             resource_function=self.resource_function,
             default_role=self.default_role,
+            allow_regex=self.allow_regex,
         )
 
     def _record(self, error: str | None) -> None:
@@ -185,7 +201,7 @@ class PolicyWatcher:
         if not report.ok:
             self._record(_describe_errors(report))
             return None
-        wanted = {item.rule for item in report.rules}
+        wanted = _file_managed(report)
         source = changed_files[0] if changed_files and len(changed_files) == 1 else self.policy_dir
         try:
             revision = self._apply(wanted, actor=f"file:{source}")
@@ -197,22 +213,25 @@ class PolicyWatcher:
         return revision
 
     def _apply(self, wanted: set[Rule], *, actor: str) -> int | None:
+        """Apply the file changes since the baseline; only file-managed rules are removed."""
         file_changes = ChangeSet.between(self._baseline or (), wanted)
         for attempt in range(_RETRIES):
-            revision, stored = self.store.load_all()
-            present = set(stored)
+            revision, owners = self.store.load_owners()
+            present = set(owners)
             changes = ChangeSet(
                 added=tuple(rule for rule in file_changes.added if rule not in present),
                 removed=tuple(
                     rule
                     for rule in file_changes.removed
-                    if rule in present and self._baseline is not None
+                    if owners.get(rule) == MANAGED_BY_FILES and self._baseline is not None
                 ),
             )
             if changes.is_empty():
                 return None
             try:
-                new_revision = self.store.apply(changes, actor=actor, expected_revision=revision)
+                new_revision = self.store.apply(
+                    changes, actor=actor, expected_revision=revision, managed_by=MANAGED_BY_FILES
+                )
             except Conflict as exc:
                 if exc.code != "revision_conflict" or attempt == _RETRIES - 1:
                     raise
@@ -274,5 +293,6 @@ def start_watcher(settings, *, interval: float = DEFAULT_INTERVAL) -> PolicyWatc
         resource_function=shape.resource_function,
         default_role=settings.default_role,
         interval=interval,
+        allow_regex=settings.allow_regex_patterns,
     )
     return watcher.start()

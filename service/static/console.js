@@ -605,6 +605,37 @@
     setStatus(rows.length + " decisions, newest first.");
   }
 
+  async function showShadow() {
+    let data;
+    try {
+      data = await apiJson(orgPath("/shadow/disagreements?limit=200"));
+    } catch (error) {
+      if (error.code === "shadow_disabled") {
+        replaceRows(document.getElementById("shadow-table"), [emptyRow(7, error.message)]);
+        setStatus("No shadow policy on this server.");
+        return;
+      }
+      throw error;
+    }
+    document.getElementById("shadow-revision").textContent =
+      "Shadow policy " + (data.shadow.revision || "(not loaded)") +
+      (data.shadow.error ? " — " + data.shadow.error : "") +
+      ": decisions it answers differently, in this worker.";
+    const rows = data.disagreements.map((d) =>
+      el("tr", {},
+        el("td", { text: String(d.time).replace("T", " ").slice(0, 23) }),
+        el("td", {}, subjectLink(d.subject, "user")),
+        el("td", { text: d.action }),
+        el("td", { text: d.resource }),
+        el("td", { className: "cell " + (d.shadow.allowed ? "allow" : "deny"),
+          text: d.direction === "grant" ? "would allow" : "would deny" }),
+        el("td", {}, el("code", { text: d.live.rule || "" })),
+        el("td", {}, el("code", { text: d.shadow.rule || "" }))));
+    replaceRows(document.getElementById("shadow-table"),
+      rows.length ? rows : [emptyRow(7, "No disagreements.")]);
+    setStatus(rows.length + " disagreements, newest first.");
+  }
+
   const views = {
     members: () => showMembers(false),
     "api-keys": showKeys,
@@ -613,6 +644,7 @@
     "who-can": async () => document.getElementById("who-can-resource").focus(),
     changes: showChanges,
     decisions: showDecisions,
+    shadow: showShadow,
   };
 
   const CACHED_VIEWS = new Set(["matrix", "who-can"]); // the others reload when shown
@@ -695,6 +727,7 @@
       event.preventDefault();
       showDecisions().catch(fail);
     };
+    document.getElementById("shadow-refresh").onclick = () => showShadow().catch(fail);
     selectView();
   }
 

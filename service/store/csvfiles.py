@@ -5,6 +5,12 @@ A policy file holds one Casbin rule per line, in Casbin's line form:
     # comment lines and blank lines are skipped
     g, alice, admin, acme
     p, viewer, *, /projects/*, read, allow
+    # rolegate: managed-by api
+    g, bob, editor, acme
+
+Rules are managed by the files, except below a `# rolegate: managed-by api` line (until a
+`# rolegate: managed-by files` line or the end of the file): those are seeds, added once as
+API-managed rules (or, in an export made with `--include-api`, a copy of the API's rules).
 
 We read with a real CSV reader (quotes honoured, values stripped) and refuse every value that
 Casbin's own tokenizer (`casbin.persist.adapter.load_policy_line`) would read differently: it does
@@ -18,29 +24,40 @@ from __future__ import annotations
 import csv
 import os
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..errors import PolicyError
 from ..rules import TEMPLATE_DOMAIN, Rule, format_rule, rule_domain, sort_key
+from .db import MANAGED_BY_API, MANAGED_BY_FILES
 from .policies import _control_char, rule_problem, validate_rule
 
 __all__ = [
     "MAX_POLICY_FILE_BYTES",
+    "GLOBAL_MEMBERSHIP_MARKER",
+    "HELD_ELSEWHERE_MARKER",
+    "MANAGED_BY_MARKER",
     "ROLES_FILE",
     "Location",
     "PolicyProblem",
     "SourcedRule",
     "format_rule_line",
+    "held_elsewhere",
+    "managed_by_marker",
     "read_policy_dir",
     "read_policy_file",
+    "role_names",
     "scan_policy_dir",
     "scan_policy_file",
     "write_policy_dir",
 ]
 
 MAX_POLICY_FILE_BYTES = 10 * 1024 * 1024
+GLOBAL_MEMBERSHIP_MARKER = "# rolegate: global-membership"
+HELD_ELSEWHERE_MARKER = "# rolegate: held-elsewhere"  # rolegate.policy.lint reads it
+MANAGED_BY_MARKER = "# rolegate: managed-by {owner}"
+_MANAGED_BY = re.compile(r"#\s*rolegate:\s*managed-by\s+(files|api)")
 ROLES_FILE = "roles.csv"  # rules of the template domain `*`
 EXCLUDED_DIRS = frozenset({"tests"})
 _SAFE_ORG_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -63,6 +80,13 @@ class Location:
 class SourcedRule:
     rule: Rule
     location: Location
+    managed_by: str = MANAGED_BY_FILES  # "api": below a `# rolegate: managed-by api` line
+
+
+def managed_by_marker(line: str) -> str | None:
+    """`files` / `api` for a `# rolegate: managed-by <owner>` line, else None."""
+    match = _MANAGED_BY.fullmatch(line.strip().lower())
+    return match.group(1) if match else None
 
 
 @dataclass(frozen=True)
@@ -207,13 +231,19 @@ def scan_policy_file(
     rules: list[SourcedRule] = []
     problems: list[PolicyProblem] = []
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    owner = MANAGED_BY_FILES
     for number, line in enumerate(lines, start=1):
         stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
+        if not stripped:
+            continue
+        if stripped.startswith("#"):
+            owner = managed_by_marker(stripped) or owner
             continue
         parsed = _parse_line(line, shown, number)
         if isinstance(parsed, PolicyProblem):
             problems.append(parsed)
+        elif owner != MANAGED_BY_FILES:
+            rules.append(replace(parsed, managed_by=owner))
         else:
             rules.append(parsed)
     return rules, problems
@@ -334,26 +364,82 @@ def org_file_name(org: str) -> str:
     return f"{org}.csv"
 
 
-def _render(rules: list[Rule]) -> str:
-    groups = [
-        [format_rule_line(rule) for rule in rules if rule[0] == "g"],
-        [format_rule_line(rule) for rule in rules if rule[0] == "p"],
-    ]
-    return "\n\n".join("\n".join(lines) for lines in groups if lines) + "\n"
+def _is_role_name(rule: Rule, roles: set[str]) -> bool:
+    return rule[1] in roles
 
 
-def write_policy_dir(directory: Path, rules: Iterable[Rule]) -> list[Path]:
+def _lines(rules: list[Rule], roles: set[str]) -> list[str]:
+    """g lines, a blank line, p lines; a user's `*` membership gets its marker line above."""
+    groups = []
+    for ptype in ("g", "p"):
+        lines = []
+        for rule in rules:
+            if rule[0] != ptype:
+                continue
+            if ptype == "g" and rule[3] == TEMPLATE_DOMAIN and not _is_role_name(rule, roles):
+                lines.append(GLOBAL_MEMBERSHIP_MARKER)
+            lines.append(format_rule_line(rule))
+        if lines:
+            groups.append("\n".join(lines))
+    return groups
+
+
+def held_elsewhere(rules: Iterable[Rule], owner_role: str | None = "owner") -> list[str]:
+    """Roles granted permissions that no `g` rule names (held via API keys, tokens, operators)."""
+    rules = list(rules)
+    linked = {name for rule in rules if rule[0] == "g" for name in rule[1:3]}
+    granted = {rule[1] for rule in rules if rule[0] == "p"}
+    return sorted(granted - linked - {owner_role})
+
+
+def _render(
+    files_rules: list[Rule], api_rules: list[Rule], roles: set[str], held: Sequence[str] = ()
+) -> str:
+    parts = [f"{HELD_ELSEWHERE_MARKER} {', '.join(held)}"] if held else []
+    parts += _lines(files_rules, roles)
+    if api_rules:
+        parts.append(
+            "\n".join(
+                [
+                    "# Managed by the admin API (exported with --include-api): importing adds",
+                    "# these as API-managed rules when the store never held them.",
+                    MANAGED_BY_MARKER.format(owner=MANAGED_BY_API),
+                    *_lines(api_rules, roles),
+                ]
+            )
+        )
+    return "\n\n".join(parts) + "\n"
+
+
+def role_names(rules: Iterable[Rule], owner_role: str | None = "owner") -> set[str]:
+    """Names used as roles: every `g` rule's role and every `p` rule's subject."""
+    names = {owner_role} if owner_role else set()
+    for rule in rules:
+        names.add(rule[2] if rule[0] == "g" else rule[1])
+    return names
+
+
+def write_policy_dir(
+    directory: Path, rules: Iterable[Rule], api_rules: Iterable[Rule] = ()
+) -> list[Path]:
     """Canonical export: `roles.csv` for `*` and `<org>.csv` per org, sorted, g lines first.
 
-    Byte-identical for the same rule set. Every rule is validated and every file name checked
-    before anything is written; files are replaced atomically. Files of orgs not in `rules`
+    Byte-identical for the same rule sets. A user's membership in `*` gets the
+    `# rolegate: global-membership` marker; `api_rules` go in a `# rolegate: managed-by api`
+    section at the end of their org's file. Every rule is validated and every file name checked
+    before anything is written; files are replaced atomically. Files of orgs not in the rules
     are left alone (remove them yourself when they should go). Returns the written paths.
     """
     directory = Path(directory)
-    by_org: dict[str, set[Rule]] = {}
-    for rule in rules:
-        rule = validate_rule(rule)
-        by_org.setdefault(rule_domain(rule), set()).add(rule)
+    by_org: dict[str, tuple[set[Rule], set[Rule]]] = {}
+    api_rules = list(api_rules)
+    rules = list(rules)
+    for owned, items in ((0, rules), (1, api_rules)):
+        for rule in items:
+            rule = validate_rule(rule)
+            by_org.setdefault(rule_domain(rule), (set(), set()))[owned].add(rule)
+    roles = role_names([*rules, *api_rules])
+    held = held_elsewhere([*rules, *api_rules])
     names = {org: org_file_name(org) for org in by_org}
     folded: dict[str, str] = {}
     for org, name in names.items():
@@ -367,7 +453,9 @@ def write_policy_dir(directory: Path, rules: Iterable[Rule]) -> list[Path]:
     written = []
     for org in sorted(by_org, key=lambda org: (org != TEMPLATE_DOMAIN, org)):
         path = directory / names[org]
-        content = _render(sorted(by_org[org], key=sort_key)).encode("utf-8")
+        files_rules, api_only = (sorted(group, key=sort_key) for group in by_org[org])
+        marked = [name for name in held if any(r[0] == "p" and r[1] == name for r in files_rules)]
+        content = _render(files_rules, api_only, roles, marked).encode("utf-8")
         temporary = directory / f".{names[org]}.tmp"
         temporary.write_bytes(content)
         os.replace(temporary, path)

@@ -4,10 +4,12 @@ Every table Rolegate keeps is declared here, in one place, on `metadata`; the da
 through the Alembic migrations in `service/store/migrations/` (tests check the two agree). A new
 table or column belongs here and needs a migration.
 
-- `casbin_rule`: the exact table of `sqlalchemy_adapter` (id, ptype, v0..v5, all `String(255)`),
-  so Casbin's own adapter can read and write the same rows, plus indexes for exact-row lookups
-  and for "load the rules of these domains" (the domain is v1 for `p` and v2 for `g`).
-- `policy_state`: one row (id = 1) holding the store's revision.
+- `casbin_rule`: the table of `sqlalchemy_adapter` (id, ptype, v0..v5, all `String(255)`),
+  so Casbin's own adapter can read and write the same rows, plus `managed_by` (who manages the
+  rule: `files` or `api`, with a server default so the adapter's inserts stay valid) and
+  indexes for exact-row lookups and for "load the rules of these domains" (the domain is v1
+  for `p` and v2 for `g`).
+- `policy_state`: one row (id = 1) holding the store's revision and the change log's head.
 - `change_log`: one row per added or removed rule, chained by SHA-256 hashes.
 - `api_keys` (`rolegate.apikeys`), `subject_attributes` (`rolegate.subject_attributes`) and
   `decision_log` (`rolegate.audit.decision_log`): the tables of those modules.
@@ -20,6 +22,9 @@ on the busy timeout instead of failing on a stale snapshot.
 
 from __future__ import annotations
 
+import os
+import socket
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,11 +40,19 @@ from ..errors import StoreUnavailable
 WRITE_TRANSACTION = "rolegate_write"
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
-PG_CONNECT_TIMEOUT_S = 5
+PG_CONNECT_TIMEOUT_S = 3
+# A PostgreSQL transaction that has not finished after this long has its socket cut (503): a
+# black-holed database answers nothing, and only the client can give up (server-side timeouts
+# never arrive). Whole-store loads and imports pass `timeout=None`.
+STORE_TIMEOUT_S = 5.0
+PING_TIMEOUT_S = 2.0  # the pool's liveness probe of a pooled connection
 # PostgreSQL NOTIFY channel; the payload is the new revision, sent when a change set commits.
 NOTIFY_CHANNEL = "rolegate_policy"
 VALUE_COLUMNS = ("v0", "v1", "v2", "v3", "v4", "v5")
 VALUE_WIDTH = 255  # sqlalchemy_adapter's String(255)
+MANAGED_BY_FILES = "files"
+MANAGED_BY_API = "api"
+OWNERS = (MANAGED_BY_FILES, MANAGED_BY_API)
 STATE_ROW_ID = 1
 GENESIS_HASH = "0" * 64
 
@@ -51,6 +64,9 @@ casbin_rule = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("ptype", sa.String(VALUE_WIDTH)),
     *(sa.Column(name, sa.String(VALUE_WIDTH)) for name in VALUE_COLUMNS),
+    # Who manages the rule: "files" (policy files: import, sync, watch) or "api" (admin API).
+    # Rows written by Casbin's own adapter get the default (migration 0005).
+    sa.Column("managed_by", sa.String(8), nullable=False, server_default=sa.text("'files'")),
     # Exact-row lookups and deletes (ptype + the leading values narrow to a handful of rows).
     sa.Index("ix_casbin_rule_exact", "ptype", "v0", "v1", "v2", "v3"),
     # "Rules of these domains": p rules carry the domain in v1, g rules in v2.
@@ -63,6 +79,10 @@ policy_state = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("revision", sa.BigInteger, nullable=False, server_default=sa.text("0")),
+    # The change log's head: the revision and hash of its newest entry (NULL: no entry yet),
+    # written with each entry, so deleting the newest entries shows (`verify_chain`).
+    sa.Column("head_revision", sa.BigInteger, nullable=True),
+    sa.Column("head_hash", sa.String(64), nullable=True),
     sa.CheckConstraint(f"id = {STATE_ROW_ID}", name="ck_policy_state_single_row"),
 )
 
@@ -147,11 +167,66 @@ def make_engine(url: str) -> sa.Engine:
         engine = sa.create_engine(parsed)
         _configure_sqlite(engine)
         return engine
-    return sa.create_engine(
+    engine = sa.create_engine(
         parsed,
         pool_pre_ping=True,
         connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_S, "application_name": "rolegate"},
     )
+    _bound_pings(engine)
+    return engine
+
+
+class SocketCutoff:
+    """Shuts a PostgreSQL connection's socket down after `seconds` unless cancelled first: the
+    driver's blocked read then fails at once (OperationalError) and the pool discards it."""
+
+    def __init__(self, dbapi_connection: Any, seconds: float):
+        self._fd = dbapi_connection.pgconn.socket
+        self._lock = threading.Lock()
+        self._done = False
+        self._timer = threading.Timer(seconds, self._cut)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _cut(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self._done = True
+            try:
+                with socket.socket(fileno=os.dup(self._fd)) as sock:
+                    sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cancel(self) -> None:
+        with self._lock:  # after this, the connection may go back to the pool untouched
+            self._done = True
+        self._timer.cancel()
+
+
+@contextmanager
+def cut_after(dbapi_connection: Any, seconds: float | None) -> Iterator[None]:
+    if seconds is None or not hasattr(dbapi_connection, "pgconn"):
+        yield
+        return
+    cutoff = SocketCutoff(dbapi_connection, seconds)
+    try:
+        yield
+    finally:
+        cutoff.cancel()
+
+
+def _bound_pings(engine: sa.Engine) -> None:
+    """The pool's pre-ping of a pooled connection gives up after PING_TIMEOUT_S."""
+    dialect = engine.dialect
+    ping = dialect.do_ping
+
+    def do_ping(dbapi_connection: Any) -> bool:
+        with cut_after(dbapi_connection, PING_TIMEOUT_S):
+            return ping(dbapi_connection)
+
+    dialect.do_ping = do_ping  # type: ignore[method-assign]
 
 
 def _configure_sqlite(engine: sa.Engine) -> None:
@@ -192,12 +267,18 @@ def failure_reason(exc: BaseException) -> str:
 
 @contextmanager
 def transaction(
-    engine: sa.Engine, *, write: bool, what: str = "policy store"
+    engine: sa.Engine,
+    *,
+    write: bool,
+    what: str = "policy store",
+    timeout: float | None = STORE_TIMEOUT_S,
 ) -> Iterator[sa.Connection]:
     """One transaction on the store's database; a lost database raises StoreUnavailable (503).
 
     Writers take SQLite's write lock up front (BEGIN IMMEDIATE); PostgreSQL readers get
-    REPEATABLE READ, so a multi-statement read sees one state.
+    REPEATABLE READ, so a multi-statement read sees one state. On PostgreSQL the transaction is
+    cut off after `timeout` seconds (connecting: PG_CONNECT_TIMEOUT_S, the pool's ping:
+    PING_TIMEOUT_S), so an unresponsive database costs a request seconds, not minutes.
     """
     try:
         with engine.connect() as conn:
@@ -205,7 +286,7 @@ def transaction(
                 conn.execution_options(**{WRITE_TRANSACTION: True})
             elif is_postgresql(engine):
                 conn.execution_options(isolation_level="REPEATABLE READ")
-            with conn.begin():
+            with cut_after(conn.connection.dbapi_connection, timeout), conn.begin():
                 yield conn
     except CONNECTION_ERRORS as exc:
         raise StoreUnavailable(f"{what} unavailable: {failure_reason(exc)}") from exc

@@ -20,7 +20,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,8 +31,12 @@ from ..rules import EFFECTS, FIELDS_BY_PTYPE, Rule, format_rule, rule_domain, so
 from .db import (
     CONNECTION_ERRORS,
     GENESIS_HASH,
+    MANAGED_BY_API,
+    MANAGED_BY_FILES,
     NOTIFY_CHANNEL,
+    OWNERS,
     STATE_ROW_ID,
+    STORE_TIMEOUT_S,
     VALUE_COLUMNS,
     VALUE_WIDTH,
     casbin_rule,
@@ -46,15 +50,18 @@ from .db import (
 from .schema import init_schema
 
 __all__ = [
+    "ChainVerdict",
     "ChangeEntry",
     "ChangeSet",
     "DomainReload",
+    "FileSync",
     "PolicyStore",
     "entry_hash",
     "rule_problem",
     "validate_rule",
 ]
 
+API_KEY_PREFIX = "apikey:"  # rolegate.apikeys.SUBJECT_PREFIX (that module imports the store)
 PROGRESS_EVERY = 100_000
 _LOOKUP_LIMIT = 200  # more rules to check than this: compare against their domains' rows
 _DOMAIN_CHUNK = 500
@@ -240,6 +247,106 @@ class ChangeSet:
         return found
 
 
+def is_api_key_link(rule: Sequence[str]) -> bool:
+    """An API key's role link: written with its key, never by files (see `plan_file_sync`)."""
+    return len(rule) > 1 and rule[0] == "g" and rule[1].startswith(API_KEY_PREFIX)
+
+
+@dataclass(frozen=True)
+class FileSync:
+    """What making the store's file-managed rules equal the policy files does.
+
+    `changes`: rules added and removed (file rules, plus `seeded` rules added as API-managed);
+    `adopted`: API-managed rules the files now also declare (they become file-managed);
+    `kept`: API-managed rules left alone; `revision`: the store's revision afterwards.
+    """
+
+    changes: ChangeSet
+    adopted: tuple[Rule, ...] = ()
+    seeded: tuple[Rule, ...] = ()
+    released: tuple[Rule, ...] = ()  # file-managed rules the files now mark `managed-by api`
+    kept: int = 0
+    revision: int = 0
+
+    def is_empty(self) -> bool:
+        return self.changes.is_empty() and not self.adopted and not self.released
+
+    def to_dict(self) -> dict[str, Any]:
+        seeded = set(self.seeded)
+        return {
+            "added": [format_rule(rule) for rule in self.changes.added if rule not in seeded],
+            "removed": [format_rule(rule) for rule in self.changes.removed],
+            "seeded": [format_rule(rule) for rule in self.seeded],
+            "adopted": [format_rule(rule) for rule in self.adopted],
+            "released": [format_rule(rule) for rule in self.released],
+            "api_managed_kept": self.kept,
+            "revision": self.revision,
+        }
+
+    def summary(self) -> str:
+        parts = [
+            f"{len(self.changes.added) - len(self.seeded)} file rule(s) added",
+            f"{len(self.changes.removed)} removed",
+        ]
+        if self.seeded:
+            parts.append(f"{len(self.seeded)} seed rule(s) added as API-managed")
+        if self.adopted:
+            parts.append(f"{len(self.adopted)} API-managed rule(s) now managed by the files")
+        if self.released:
+            parts.append(f"{len(self.released)} file rule(s) handed to the admin API")
+        parts.append(f"{self.kept} API-managed rule(s) kept")
+        return ", ".join(parts)
+
+
+def plan_file_sync(
+    owned: dict[Rule, str],
+    wanted: Iterable[Rule],
+    seeds: Iterable[Rule] = (),
+    seen: set[Rule] | frozenset[Rule] = frozenset(),
+) -> FileSync:
+    """The pure plan behind `PolicyStore.sync_files`.
+
+    `owned`: stored rule -> owner; `wanted`: the file-managed rules of the files; `seeds`: the
+    files' `managed-by api` rules, added (as API-managed) only when the store never held them
+    (`seen`: the seeds that appear in the change log). API-key links are never added, removed or
+    adopted here: a key and its links are written together by the admin API only.
+    """
+    wanted_set = {tuple(rule) for rule in wanted}
+    keys = sorted(rule for rule in wanted_set if is_api_key_link(rule))
+    if keys:
+        raise PolicyError(
+            f"{_describe(keys)}: API-key role links cannot be managed by policy files (a key "
+            "and its roles are created together through the admin API)",
+            code="api_key_in_files",
+        )
+    files_owned = {rule for rule, owner in owned.items() if owner == MANAGED_BY_FILES}
+    api_owned = {rule for rule, owner in owned.items() if owner != MANAGED_BY_FILES}
+    adopted = wanted_set & api_owned
+    added = wanted_set - files_owned - api_owned
+    seed_set = {tuple(rule) for rule in seeds} - wanted_set
+    released = files_owned & seed_set
+    removed = {rule for rule in files_owned - wanted_set - released if not is_api_key_link(rule)}
+    seeded = {
+        tuple(rule)
+        for rule in seeds
+        if tuple(rule) not in owned
+        and tuple(rule) not in seen
+        and tuple(rule) not in wanted_set
+        and not is_api_key_link(rule)
+    }
+    changes = ChangeSet(
+        added=tuple(sorted(added | seeded, key=_safe_sort_key)),
+        removed=tuple(sorted(removed, key=_safe_sort_key)),
+    )
+    return FileSync(
+        changes,
+        adopted=tuple(sorted(adopted, key=_safe_sort_key)),
+        seeded=tuple(sorted(seeded, key=_safe_sort_key)),
+        released=tuple(sorted(released, key=_safe_sort_key)),
+        kept=len(api_owned - adopted),
+    )
+
+
 @dataclass(frozen=True)
 class DomainReload:
     """The store at `revision`: the orgs changed since a known revision and their rules now."""
@@ -345,6 +452,7 @@ def _entry(row: sa.Row[Any]) -> ChangeEntry:
 
 _CURSOR_NUMBERS = itertools.count(1)
 _RULE_COLUMNS = (casbin_rule.c.ptype, *(casbin_rule.c[name] for name in VALUE_COLUMNS))
+_OWNED_COLUMNS = (*_RULE_COLUMNS, casbin_rule.c.managed_by)
 
 
 def _trim(row: Sequence) -> Rule:
@@ -374,6 +482,36 @@ def _match_statement(width: int, *, delete: bool) -> sa.Delete | sa.Select[Any]:
     return sa.select(casbin_rule.c.id).where(*terms).limit(1)
 
 
+def _match_terms(width: int) -> list[Any]:
+    terms = [casbin_rule.c.ptype == sa.bindparam("k_ptype")]
+    for index, name in enumerate(VALUE_COLUMNS):
+        column = casbin_rule.c[name]
+        if index < width:
+            terms.append(column == sa.bindparam(f"k_{name}"))
+        else:
+            terms.append(sa.or_(column.is_(None), column == ""))
+    return terms
+
+
+@functools.cache
+def _owner_statement(width: int) -> sa.Select[Any]:
+    return sa.select(casbin_rule.c.managed_by).where(*_match_terms(width))
+
+
+@functools.cache
+def _owner_update_statement(width: int) -> sa.Update:
+    return (
+        sa.update(casbin_rule)
+        .where(*_match_terms(width))
+        .values(managed_by=sa.bindparam("new_owner"))
+    )
+
+
+def _check_owner(managed_by: str) -> None:
+    if managed_by not in OWNERS:
+        raise InvalidRequest(f"managed_by: expected one of {', '.join(OWNERS)}")
+
+
 def _match_params(rule: Rule) -> dict:
     params = {"k_ptype": rule[0]}
     for index, value in enumerate(rule[1:]):
@@ -398,8 +536,8 @@ def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
         yield items[start : start + size]
 
 
-def _row_values(rule: Rule) -> dict[str, str | None]:
-    values: dict[str, str | None] = {"ptype": rule[0]}
+def _row_values(rule: Rule, managed_by: str = MANAGED_BY_FILES) -> dict[str, str | None]:
+    values: dict[str, str | None] = {"ptype": rule[0], "managed_by": managed_by}
     for index, name in enumerate(VALUE_COLUMNS):
         values[name] = rule[index + 1] if index + 1 < len(rule) else None
     return values
@@ -455,8 +593,10 @@ class PolicyStore:
 
     # ---------------------------------------------------------------- transactions
 
-    def _transaction(self, *, write: bool) -> AbstractContextManager[sa.Connection]:
-        return transaction(self._engine, write=write)
+    def _transaction(
+        self, *, write: bool, timeout: float | None = STORE_TIMEOUT_S
+    ) -> AbstractContextManager[sa.Connection]:
+        return transaction(self._engine, write=write, timeout=timeout)
 
     def _current_revision(self, conn: sa.Connection, *, lock: bool) -> int:
         stmt = sa.select(policy_state.c.revision).where(policy_state.c.id == STATE_ROW_ID)
@@ -478,7 +618,7 @@ class PolicyStore:
 
     def load_all(self, progress: Callable[[int], None] | None = None) -> tuple[int, list[Rule]]:
         """The revision and every rule, read in one transaction. Order is unspecified."""
-        with self._transaction(write=False) as conn:
+        with self._transaction(write=False, timeout=None) as conn:  # the whole store: no bound
             revision = self._current_revision(conn, lock=False)
             rules = self._read_rules(conn, None, progress)
         return revision, rules
@@ -609,11 +749,16 @@ class PolicyStore:
         expected_revision: int | None = None,
         progress: Callable[[int], None] | None = None,
         also: Callable[[sa.Connection], None] | None = None,
+        managed_by: str | None = None,
     ) -> int:
         """Apply `changes` as one new revision (one transaction) and return that revision.
 
         `also(conn)` runs in the same transaction after the rules are written, for rows that
         must commit or roll back with them (an API key and its role links).
+
+        `managed_by`: who writes (`files` or `api`). Added rules are recorded as theirs; removing
+        a rule another owner manages raises Conflict `managed_by_files` / `managed_by_api`.
+        None (a local tool that owns everything): no ownership check, new rows are `files`.
 
         Raises PolicyError (invalid rule, nothing written), Conflict with code `rule_exists`
         (adding a rule already stored), `rule_missing` (removing a rule not stored) or
@@ -622,6 +767,8 @@ class PolicyStore:
         when given, is called after each chunk of `n` added rows (still one transaction).
         """
         self._check_actor(actor)
+        if managed_by is not None:
+            _check_owner(managed_by)
         self._check_changes(changes)
         if changes.is_empty() and expected_revision is None:
             return self.revision()
@@ -635,8 +782,15 @@ class PolicyStore:
                 )
             if changes.is_empty():
                 return current
+            if managed_by is not None:
+                self._check_owned(conn, changes.removed, managed_by)
             revision = self._apply_locked(
-                conn, changes, actor=actor, current=current, progress=progress
+                conn,
+                changes,
+                actor=actor,
+                current=current,
+                progress=progress,
+                managed_by=managed_by or MANAGED_BY_FILES,
             )
             if also is not None:
                 also(conn)
@@ -645,7 +799,9 @@ class PolicyStore:
     def replace_all(
         self, rules: Iterable[Rule], *, actor: str, domains: Iterable[str] | None = None
     ) -> tuple[ChangeSet, int]:
-        """Make the store (or only the rules of `domains`) equal to `rules`, as one revision.
+        """Make the store (or only the rules of `domains`) equal to `rules`, as one revision,
+        whoever manages the rows (new rows are file-managed; see `sync_files` for the import
+        that keeps API-managed rules).
 
         With `domains`, every rule must belong to one of them (PolicyError otherwise) and the
         rules of other domains are untouched. Duplicates in `rules` collapse. Returns the change
@@ -663,7 +819,9 @@ class PolicyStore:
                     f"{_describe(outside)}: outside the domains being replaced "
                     f"({', '.join(scope) or 'none'})"
                 )
-        with self._transaction(write=True) as conn:
+        # The whole store (an import) is not bounded in time; one org's rules are.
+        timeout = None if scope is None else STORE_TIMEOUT_S
+        with self._transaction(write=True, timeout=timeout) as conn:
             current = self._current_revision(conn, lock=True)
             if scope is None:
                 stored = self._read_rules(conn, None)
@@ -725,6 +883,8 @@ class PolicyStore:
         current: int,
         progress: Callable[[int], None] | None = None,
         diffed: bool = False,
+        managed_by: str = MANAGED_BY_FILES,
+        api_managed: frozenset[Rule] = frozenset(),
     ) -> int:
         """Write `changes` as revision `current + 1`; the caller holds the write lock.
 
@@ -752,26 +912,21 @@ class PolicyStore:
             by_width.setdefault(len(rule) - 1, []).append(_match_params(rule))
         for width, params in sorted(by_width.items()):
             conn.execute(_match_statement(width, delete=True), params)  # executemany
+
+        def row(rule: Rule) -> dict:
+            return _row_values(rule, MANAGED_BY_API if rule in api_managed else managed_by)
+
         if changes.added and progress is None:
-            conn.execute(sa.insert(casbin_rule), [_row_values(rule) for rule in changes.added])
+            conn.execute(sa.insert(casbin_rule), [row(rule) for rule in changes.added])
         elif changes.added and progress is not None:  # in chunks, so a progress bar can follow
             for chunk in _chunks(changes.added, _INSERT_CHUNK):
-                conn.execute(sa.insert(casbin_rule), [_row_values(rule) for rule in chunk])
+                conn.execute(sa.insert(casbin_rule), [row(rule) for rule in chunk])
                 progress(len(chunk))
 
         revision = current + 1
-        conn.execute(
-            sa.update(policy_state)
-            .where(policy_state.c.id == STATE_ROW_ID)
-            .values(revision=revision)
-        )
-
-        prev_hash = (
-            conn.execute(
-                sa.select(change_log.c.hash).order_by(change_log.c.id.desc()).limit(1)
-            ).scalar()
-            or GENESIS_HASH
-        )
+        # New entries chain from the recorded head, so entries deleted from the end stay a
+        # visible break even after later writes.
+        prev_hash = _chain_tip(conn)
         at = _format_at(datetime.now(UTC))
         entries = []
         # Removals first, then additions, each in canonical order (whatever the caller's order).
@@ -789,7 +944,14 @@ class PolicyStore:
                 entry["prev_hash"] = prev_hash
                 entry["hash"] = prev_hash = entry_hash(prev_hash, **_hash_fields(entry))
                 entries.append(entry)
-        conn.execute(sa.insert(change_log), entries)
+        if entries:
+            conn.execute(sa.insert(change_log), entries)
+        head = {"head_revision": revision, "head_hash": prev_hash} if entries else {}
+        conn.execute(
+            sa.update(policy_state)
+            .where(policy_state.c.id == STATE_ROW_ID)
+            .values(revision=revision, **head)
+        )
         if self._postgresql:
             # Delivered to every LISTENing worker when (and only if) this transaction commits.
             conn.execute(
@@ -797,6 +959,154 @@ class PolicyStore:
                 {"channel": NOTIFY_CHANNEL, "revision": str(revision)},
             )
         return revision
+
+    # ---------------------------------------------------------------- ownership
+
+    def load_owners(self, domains: Iterable[str] | None = None) -> tuple[int, dict[Rule, str]]:
+        """The revision and who manages each stored rule (of `domains`, else all), one snapshot.
+
+        A rule stored twice with both owners counts as file-managed.
+        """
+        with self._transaction(write=False) as conn:
+            revision = self._current_revision(conn, lock=False)
+            owned = self._read_owned(conn, None if domains is None else sorted(set(domains)))
+        return revision, owned
+
+    def file_managed(self, rules: Iterable[Rule]) -> set[Rule]:
+        """Which of `rules` are stored as file-managed."""
+        wanted = [tuple(rule) for rule in rules]
+        if not wanted:
+            return set()
+        with self._transaction(write=False) as conn:
+            owners = self._owners(conn, wanted)
+        return {rule for rule, owner in owners.items() if owner == MANAGED_BY_FILES}
+
+    def sync_files(
+        self,
+        rules: Iterable[Rule],
+        *,
+        actor: str,
+        seeds: Iterable[Rule] = (),
+        progress: Callable[[int], None] | None = None,
+        expected_revision: int | None = None,
+    ) -> FileSync:
+        """Make the file-managed rules equal `rules` (one revision); API-managed rules stay.
+
+        `seeds` (the files' `# rolegate: managed-by api` lines) are added as API-managed when the
+        store never held them; API-managed rules the files declare become file-managed
+        (`adopted`). Used by `import`, `serve --sync-policies`/`--demo` and the watcher.
+        """
+        self._check_actor(actor)
+        wanted = {validate_rule(rule) for rule in rules}
+        seed_rules = {validate_rule(rule) for rule in seeds}
+        with self._transaction(write=True) as conn:
+            current = self._current_revision(conn, lock=True)
+            if expected_revision is not None and expected_revision != current:
+                raise Conflict(
+                    f"the policy store is at revision {current}, not {expected_revision}: "
+                    "reload and retry",
+                    code="revision_conflict",
+                )
+            owned = self._read_owned(conn, None)
+            seen = self._logged(conn, seed_rules - set(owned))
+            plan = plan_file_sync(owned, wanted, seed_rules, seen)
+            for rule in plan.adopted:
+                self._set_owner(conn, rule, MANAGED_BY_FILES)
+            for rule in plan.released:
+                self._set_owner(conn, rule, MANAGED_BY_API)
+            revision = current
+            if not plan.changes.is_empty():
+                revision = self._apply_locked(
+                    conn,
+                    plan.changes,
+                    actor=actor,
+                    current=current,
+                    progress=progress,
+                    diffed=True,
+                    api_managed=frozenset(plan.seeded),
+                )
+        return replace(plan, revision=revision)
+
+    def plan_sync(
+        self, rules: Iterable[Rule], *, seeds: Iterable[Rule] = ()
+    ) -> tuple[dict[Rule, str], FileSync]:
+        """What `sync_files(rules, seeds=seeds)` would do now (its `revision`: the current one),
+        with the stored rules and their owners; reads one snapshot, writes nothing."""
+        wanted = {validate_rule(rule) for rule in rules}
+        seed_rules = {validate_rule(rule) for rule in seeds}
+        with self._transaction(write=False) as conn:
+            revision = self._current_revision(conn, lock=False)
+            owned = self._read_owned(conn, None)
+            seen = self._logged(conn, seed_rules - set(owned))
+        return owned, replace(plan_file_sync(owned, wanted, seed_rules, seen), revision=revision)
+
+    def _read_owned(self, conn: sa.Connection, domains: Sequence[str] | None) -> dict[Rule, str]:
+        clauses = [None] if domains is None else [_domain_clause(c) for c in _chunks(domains, 500)]
+        owned: dict[Rule, str] = {}
+        for where in clauses:
+            stmt = sa.select(*_OWNED_COLUMNS)
+            if where is not None:
+                stmt = stmt.where(where)
+            cursor = self._dbapi_cursor(conn, stmt)
+            try:
+                while batch := cursor.fetchmany(PROGRESS_EVERY):
+                    for row in batch:
+                        rule = _trim(row[:-1])
+                        if owned.get(rule) != MANAGED_BY_FILES:
+                            owned[rule] = row[-1] or MANAGED_BY_FILES
+            finally:
+                cursor.close()
+        return owned
+
+    def _owners(self, conn: sa.Connection, rules: Sequence[Rule]) -> dict[Rule, str]:
+        """Owner of each stored rule among `rules` (absent ones are left out)."""
+        wanted = set(rules)
+        if len(wanted) > _LOOKUP_LIMIT and all(_domain_column_set(rule) for rule in wanted):
+            domains = sorted({_org(rule) for rule in wanted})
+            owned = self._read_owned(conn, domains)
+            return {rule: owner for rule, owner in owned.items() if rule in wanted}
+        found: dict[Rule, str] = {}
+        for rule in wanted:
+            stmt = _owner_statement(len(rule) - 1)
+            owners = set(conn.execute(stmt, _match_params(rule)).scalars())
+            if owners:
+                found[rule] = MANAGED_BY_FILES if MANAGED_BY_FILES in owners else owners.pop()
+        return found
+
+    def _check_owned(self, conn: sa.Connection, removed: Sequence[Rule], managed_by: str) -> None:
+        if not removed:
+            return
+        foreign = sorted(
+            (rule for rule, owner in self._owners(conn, removed).items() if owner != managed_by),
+            key=_safe_sort_key,
+        )
+        if not foreign:
+            return
+        if managed_by == MANAGED_BY_API:
+            raise Conflict(
+                f"cannot remove {_describe(foreign)}: managed by the policy files, not the admin "
+                "API; change the policy file and import it (`rolegate import`)",
+                code="managed_by_files",
+            )
+        raise Conflict(
+            f"cannot remove {_describe(foreign)}: managed by the admin API; remove it there",
+            code="managed_by_api",
+        )
+
+    def _set_owner(self, conn: sa.Connection, rule: Rule, owner: str) -> None:
+        stmt = _owner_update_statement(len(rule) - 1)
+        conn.execute(stmt, {**_match_params(rule), "new_owner": owner})
+
+    def _logged(self, conn: sa.Connection, rules: set[Rule]) -> set[Rule]:
+        """Which of `rules` the change log mentions (ever added or removed)."""
+        if not rules:
+            return set()
+        by_text = {format_rule(rule): rule for rule in rules}
+        found: set[Rule] = set()
+        for org in sorted({_org(rule) for rule in rules}):
+            stmt = sa.select(change_log.c.rule).distinct().where(change_log.c.org == org)
+            found.update(by_text[text] for text in conn.execute(stmt).scalars() if text in by_text)
+        return found
 
     # ---------------------------------------------------------------- change log
 
@@ -828,18 +1138,80 @@ class PolicyStore:
     def verify_chain(self) -> ChangeEntry | None:
         """The first entry whose hash or link to the previous entry is wrong; None when intact.
 
-        Detects edited and deleted entries (a deletion breaks the next entry's link); deleting
-        the newest entries cannot be detected from the log alone.
+        Detects edited and deleted entries (a deletion breaks the next entry's link). Deleting
+        the newest entries is `verify_log().truncated` (the stored head no longer matches).
         """
+        return self.verify_log().broken
+
+    def verify_log(self) -> ChainVerdict:
+        """The hash chain walked in one read, then its newest entry against the stored head."""
         stmt = sa.select(change_log).order_by(change_log.c.id)
         expected_prev = GENESIS_HASH
+        newest = None
         with self._transaction(write=False) as conn:
+            head = conn.execute(
+                sa.select(policy_state.c.head_revision, policy_state.c.head_hash).where(
+                    policy_state.c.id == STATE_ROW_ID
+                )
+            ).first()
             result = conn.execute(stmt, execution_options={"yield_per": 10_000})
             for row in result:
                 if row.prev_hash != expected_prev or _row_hash(row) != row.hash:
-                    return _entry(row)
+                    return ChainVerdict(broken=_entry(row))
                 expected_prev = row.hash
-        return None
+                newest = row
+        found = (newest.revision, newest.hash) if newest is not None else None
+        stored = (head.head_revision, head.head_hash) if head and head.head_hash else None
+        if stored != found:
+            return ChainVerdict(truncated=HeadMismatch(stored=stored, found=found))
+        return ChainVerdict()
+
+
+def _chain_tip(conn: sa.Connection) -> str:
+    """The hash new entries link to: the stored head, else the newest entry's, else genesis."""
+    head = conn.execute(
+        sa.select(policy_state.c.head_hash).where(policy_state.c.id == STATE_ROW_ID)
+    ).scalar()
+    if head:
+        return head
+    newest = conn.execute(
+        sa.select(change_log.c.hash).order_by(change_log.c.id.desc()).limit(1)
+    ).scalar()
+    return newest or GENESIS_HASH
+
+
+@dataclass(frozen=True)
+class HeadMismatch:
+    """The stored head (revision, hash) and the newest entry's; None where there is none."""
+
+    stored: tuple[int, str] | None
+    found: tuple[int, str] | None
+
+    def describe(self) -> str:
+        stored = f"revision {self.stored[0]}" if self.stored else "no entry"
+        found = f"revision {self.found[0]}" if self.found else "no entry"
+        return (
+            f"the change log ends at {found} but its recorded head is {stored}: "
+            "the newest entries were deleted (or the head was altered)"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        def side(value: tuple[int, str] | None) -> dict[str, Any] | None:
+            return {"revision": value[0], "hash": value[1]} if value else None
+
+        return {"stored_head": side(self.stored), "newest_entry": side(self.found)}
+
+
+@dataclass(frozen=True)
+class ChainVerdict:
+    """`verify_log`: a broken entry, a truncated end, or neither (intact)."""
+
+    broken: ChangeEntry | None = None
+    truncated: HeadMismatch | None = None
+
+    @property
+    def intact(self) -> bool:
+        return self.broken is None and self.truncated is None
 
 
 _HASHED_FIELDS = ("revision", "at", "actor", "operation", "ptype", "rule", "org")
