@@ -367,7 +367,7 @@ class AuthzenService:
         if request is None:
             return {"decision": False}
         request = self._with_owner(request, subject, resource, attributes)
-        payload = self.core.check(
+        result = self.core.check(
             principal,
             replace(
                 check,
@@ -377,13 +377,13 @@ class AuthzenService:
                 explain=explain,
             ),
         )
-        answer: dict[str, Any] = {"decision": payload["allowed"]}
+        answer: dict[str, Any] = {"decision": result.allowed}
         if explain:
             answer["context"] = {
-                "decision_id": payload["decision_id"],
-                "revision": payload["revision"],
-                "resource": payload["resource"],
-                "reason": payload["reason"],
+                "decision_id": result.decision_id,
+                "revision": result.revision,
+                "resource": result.resource,
+                "reason": result.reason,
             }
         return answer
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +22,11 @@ from rolegate.identity import mint_token
 
 SAMPLE_POLICIES = REPO_ROOT / "policies"
 SECRET = "test-secret-" + "x" * 40
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # No test, and no server a test starts, reads or writes the user's own Rolegate home.
+    os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="rolegate-test-data-home-")
 
 
 @pytest.fixture

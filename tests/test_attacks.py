@@ -603,3 +603,62 @@ def test_alternation_cannot_hide_from_the_index(make_live_server, settings):
     assert allowed(live, "zed", "acme", "/adminpanel")
     assert not allowed(live, "zed", "acme", "/admin")
     assert allowed(live, "carol", "acme", "/payroll")  # the deny is globex's
+
+
+AGREEMENT_PATTERNS = (
+    "/projects/:id",
+    "/projects/*",
+    "/finance/x|/payroll",
+    "/projects/.*.*.*.*!",
+    "/a{1001}",
+    "/files/\\d+",
+    "/a$b",
+    "/x/**",
+)
+
+
+@pytest.mark.parametrize("allow_regex", [False, True])
+def test_lint_and_the_api_refuse_the_same_patterns(
+    make_live_server, settings, tmp_path, allow_regex
+):
+    from rolegate.policy.lint import lint_policy_dir
+
+    if allow_regex:
+        settings = with_regex_patterns(settings)
+    live = make_live_server(settings)
+    for index, pattern in enumerate(AGREEMENT_PATTERNS):
+        directory = tmp_path / f"lint{index}"
+        directory.mkdir()
+        (directory / "acme.csv").write_text(f"p, viewer, acme, {pattern}, read, allow\n")
+        report = lint_policy_dir(directory, allow_regex=allow_regex)
+        lint_refuses = any(issue.code.startswith("pattern-") for issue in report.errors)
+        body = {"rules": [p_rule("viewer", pattern)]}
+        before = live.core.store.revision()
+        response = call(live, "POST", "/v1/orgs/acme/rules", body, who=("alice", "acme"))
+        api_refuses = code(response) == (400, "unsafe_pattern")
+        if api_refuses:
+            assert live.core.store.revision() == before
+        assert lint_refuses == api_refuses, (pattern, allow_regex, report.errors, response.text)
+
+
+# -- models whose rules cross orgs --------------------------------------------------------------
+
+
+def test_admin_changes_are_refused_when_rules_can_cross_orgs(make_live_server, settings, tmp_path):
+    """With keyMatch domains a rule of one org can apply to another, so the escalation guard
+    (which reads one org's rules) cannot bound a change: every admin write is refused."""
+    model = (REPO_ROOT / "model.conf").read_text()
+    crossing = model.replace('(p.dom == r.dom || p.dom == "*")', "keyMatch(r.dom, p.dom)")
+    assert crossing != model
+    (tmp_path / "crossing.conf").write_text(crossing)
+    live = make_live_server(settings.replace(model=str(tmp_path / "crossing.conf")))
+    assert allowed(live, "alice", "acme", "/members", "manage")  # decisions still served
+    attempts = [
+        ("POST", "/v1/orgs/acme/rules", {"rules": [p_rule("viewer", "/projects/x")]}),
+        ("PUT", "/v1/orgs/acme/members/zed", {"roles": ["viewer"]}),
+        ("DELETE", "/v1/orgs/acme/members/bob", None),
+    ]
+    for method, path, body in attempts:
+        with Unchanged(live):
+            response = call(live, method, path, body, who=("alice", "acme"))
+        assert code(response) == (403, "guard_unsupported_model"), (method, path, response.text)

@@ -328,6 +328,11 @@ def test_attributes_admin_api(own_pdp):
         assert pdp.client.request("PUT", path, bad, headers=alice).status == 400, bad
     assert pdp.client.request("PUT", path, {"attributes": {}}, headers=alice).status == 200
     assert pdp.client.get(path, headers=alice).body["attributes"] == {}
+    # A subject with `/` in its id (an IdP's `auth0|team/7`) is addressed percent-encoded.
+    slashed = "/v1/orgs/acme/subjects/auth0%7Cteam%2F7/attributes"
+    stored = pdp.client.request("PUT", slashed, body, headers=alice)
+    assert stored.status == 200 and stored.body["subject"] == "auth0|team/7", stored.text
+    assert pdp.core.subject_attributes.get("acme", "auth0|team/7") == body["attributes"]
 
 
 def test_offboarding_an_org_forgets_its_subject_attributes(own_pdp):

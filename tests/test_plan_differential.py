@@ -215,5 +215,6 @@ def test_filtered_rows_equal_checked_rows_on_sqlite_and_postgresql(tmp_path):
     with fresh_schema_url(postgres_url_or_skip()) as url:
         run_backend(url, SEED + 1, tally)
     assert tally.decisions >= 20_000, tally
-    # the random policies must actually grant something, or the test proves little
-    assert 0.02 < tally.allowed / tally.decisions < 0.9, (SEED, tally)
+    # the random policies must both grant and refuse plenty, or the test proves little
+    # (allowed rows are 1-7 % of the decisions, depending on the seed)
+    assert tally.allowed >= 200 and tally.decisions - tally.allowed >= 200, (SEED, tally)

@@ -16,12 +16,12 @@ from typing import Any
 
 from flask import Blueprint, current_app, request
 
-from ..admin import check_fields
+from ..admin import validate_fields
 from ..audit import CursorCodec, cursor_secret
 from ..authzen import API_PREFIX, ENDPOINTS, AuthzenMapping, AuthzenService, metadata
 from ..core import CheckInput, validate_org, validate_text
 from ..errors import Forbidden, InvalidRequest, UnsupportedMediaType
-from ..subject_attributes import check_attributes
+from ..subject_attributes import validate_attributes
 from .context import caller, get_core, json_body
 from .openapi import ORG_PARAM, error_responses, json_request, json_response, path_param
 
@@ -29,7 +29,7 @@ bp = Blueprint("authzen", __name__)
 
 WELL_KNOWN = "/.well-known/authzen-configuration"
 ORG_BASE = "/orgs/<org>"
-ATTRIBUTES = "/v1/orgs/<org>/subjects/<subject>/attributes"
+ATTRIBUTES = "/v1/orgs/<org>/subjects/<path:subject>/attributes"
 # Who may read and set subject attributes: the members permissions.
 READ_ATTRIBUTES = ("/members", "read")
 MANAGE_ATTRIBUTES = ("/members", "manage")
@@ -129,8 +129,8 @@ def get_attributes(org: str, subject: str):
 def set_attributes(org: str, subject: str):
     _authorize_attributes(org, MANAGE_ATTRIBUTES)
     subject = validate_text(subject, "subject")
-    body = check_fields(json_body(), ("attributes",))
-    attributes = check_attributes(body["attributes"])
+    body = validate_fields(json_body(), ("attributes",))
+    attributes = validate_attributes(body["attributes"])
     get_core().subject_attributes.set(org, subject, attributes)
     return {"org": org, "subject": subject, "attributes": attributes}
 

@@ -2,21 +2,47 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Blueprint
 
 from ..core import MAX_BATCH, parse_check_input, validate_min_revision
 from ..errors import InvalidRequest, PayloadTooLarge
+from ..results import BatchResult, DecisionResult
 from .context import caller, get_core, json_body
 from .openapi import error_responses, json_request, json_response
 
 bp = Blueprint("decisions", __name__)
 
 
+def decision_json(result: DecisionResult) -> dict[str, Any]:
+    """The answer of `/v1/check` (and of each batch item): `reason` only when asked for."""
+    answer: dict[str, Any] = {
+        "allowed": result.allowed,
+        "subject": result.subject,
+        "org": result.org,
+        "resource": result.resource,
+        "action": result.action,
+        "decision_id": result.decision_id,
+        "revision": result.revision,
+    }
+    if result.explain:
+        answer["reason"] = result.reason
+    return answer
+
+
+def batch_json(batch: BatchResult) -> dict[str, Any]:
+    return {
+        "results": [decision_json(result) for result in batch.results],
+        "revision": batch.revision,
+    }
+
+
 @bp.post("/v1/check")
 def check():
     principal = caller()
     check_input = parse_check_input(json_body())
-    return get_core().check(principal, check_input)
+    return decision_json(get_core().check(principal, check_input))
 
 
 @bp.post("/v1/check/batch")
@@ -38,7 +64,7 @@ def check_batch():
     inputs = [parse_check_input(item, f"checks[{i}].") for i, item in enumerate(checks)]
     core = get_core()
     core.ensure_revision(validate_min_revision(body.get("min_revision")))
-    return core.check_batch(principal, inputs)
+    return batch_json(core.check_batch(principal, inputs))
 
 
 _AUTH_ERRORS = error_responses(400, 401, 403, 413, 415, 503)

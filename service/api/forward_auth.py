@@ -73,7 +73,7 @@ def decide(principal: Principal, check: CheckInput) -> Verdict:
         raise ServiceUnavailable(
             "the decision could not be made", code="decision_unavailable"
         ) from None
-    return Verdict(result["allowed"], result["subject"], result["org"], result["decision_id"])
+    return Verdict(result.allowed, result.subject, result.org, result.decision_id)
 
 
 def forwarded_request(headers: Headers) -> tuple[str, str]:

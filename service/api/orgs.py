@@ -9,7 +9,7 @@ from __future__ import annotations
 from flask import Blueprint, request
 from werkzeug.routing import PathConverter
 
-from ..admin import Caller, OrgAdmin, check_fields, page_limit
+from ..admin import Caller, OrgAdmin, page_limit, validate_fields
 from ..core import validate_text
 from ..errors import InvalidRequest
 from .context import caller, get_core, json_body
@@ -57,7 +57,7 @@ def _query(allowed: set[str]) -> None:
 @bp.post("/v1/orgs")
 def create_org():
     admin, who = _admin()
-    body = check_fields(json_body(), ("id", "admin"), ("name",))
+    body = validate_fields(json_body(), ("id", "admin"), ("name",))
     return admin.create_org(who, body["id"], body["admin"], body.get("name")), 201
 
 
@@ -80,7 +80,7 @@ def list_members(org: str):
 @bp.put("/v1/orgs/<org>/members/<member:subject>")
 def set_member(org: str, subject: str):
     admin, who = _admin()
-    body = check_fields(json_body(), ("roles",))
+    body = validate_fields(json_body(), ("roles",))
     return admin.set_member_roles(who, org, subject, body["roles"])
 
 
@@ -93,7 +93,7 @@ def remove_member(org: str, subject: str):
 @bp.post("/v1/orgs/<org>/members/bulk")
 def bulk_members(org: str):
     admin, who = _admin()
-    body = check_fields(json_body(), ("items",))
+    body = validate_fields(json_body(), ("items",))
     return admin.bulk_set_roles(who, org, body["items"])
 
 
@@ -106,21 +106,21 @@ def list_rules(org: str):
 @bp.post("/v1/orgs/<org>/rules")
 def add_rules(org: str):
     admin, who = _admin()
-    body = check_fields(json_body(), ("rules",))
+    body = validate_fields(json_body(), ("rules",))
     return admin.change_rules(who, org, body["rules"]), 201
 
 
 @bp.delete("/v1/orgs/<org>/rules")
 def remove_rules(org: str):
     admin, who = _admin()
-    body = check_fields(json_body(), ("rules",))
+    body = validate_fields(json_body(), ("rules",))
     return admin.change_rules(who, org, body["rules"], remove=True)
 
 
 @bp.post("/v1/orgs/<org>/api-keys")
 def create_api_key(org: str):
     admin, who = _admin()
-    body = check_fields(json_body(), ("name", "roles"), ("expires_at",))
+    body = validate_fields(json_body(), ("name", "roles"), ("expires_at",))
     result = admin.create_api_key(who, org, body["name"], body["roles"], body.get("expires_at"))
     return result, 201, {"Cache-Control": "no-store"}
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
 import sys
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from ..admin import operator_actor
 from ..config import Settings
 from ..engine import Engine
 from ..engine.model import ModelShape, classify, load_model
@@ -43,12 +43,8 @@ def _policy_dir(settings: Settings, directory: Path | None) -> Path:
 
 
 def cli_actor() -> str:
-    """`cli:<os user>` for the change log."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = f"uid{os.getuid()}"
-    return f"cli:{user}"
+    """`cli:<os user>` for the change log (the same actor as `rolegate org`'s)."""
+    return operator_actor()
 
 
 def _open_store(settings: Settings, *, create: bool = False) -> PolicyStore:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import casbin
+from simpleeval import InvalidExpression  # type: ignore[import-untyped]
 
 from ..errors import ConfigError
 
@@ -117,9 +118,15 @@ def _casbin_refusal(path: Path, model: casbin.model.Model) -> str | None:
         return f"unsupported policy effect {effect.replace('_', '.')!r}"
     try:
         enforcer = casbin.Enforcer(str(path))
-        enforcer.enforce(*("" for _ in model["r"]["r"].tokens))
     except Exception as exc:
         return str(exc) or type(exc).__name__
+    try:
+        enforcer.enforce(*("" for _ in model["r"]["r"].tokens))
+    except (InvalidExpression, SyntaxError, RuntimeError) as exc:
+        # unknown functions or names, a matcher that is no expression, a non-boolean result
+        return str(exc) or type(exc).__name__
+    except Exception:  # noqa: S110 - a function refusing empty values (ipMatch) is no refusal
+        pass
     return None
 
 

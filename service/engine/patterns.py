@@ -31,7 +31,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-import re2  # type: ignore[import-untyped]
+import re2
 from casbin.util import builtin_operators as casbin_ops
 
 from . import coverage

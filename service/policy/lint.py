@@ -314,7 +314,7 @@ def _pattern_findings(
             findings.append(
                 (
                     "pattern-star",
-                    ERROR,
+                    WARNING if allow_regex else ERROR,  # a regex repeat, when regexes are allowed
                     f"resource pattern {pattern!r}: `*` is a wildcard only as a whole path "
                     "segment (`/projects/*`); elsewhere keyMatch2 reads it as a regex repeat of "
                     "the character before it",

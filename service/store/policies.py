@@ -585,7 +585,13 @@ class PolicyStore:
         return cls(engine)
 
     @property
+    def sql_engine(self) -> sa.Engine:
+        """The SQLAlchemy engine of the store's database (not the decision engine)."""
+        return self._engine
+
+    @property
     def engine(self) -> sa.Engine:
+        """Former name of `sql_engine`, kept for one release."""
         return self._engine
 
     def dispose(self) -> None:
