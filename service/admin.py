@@ -155,7 +155,7 @@ def parse_expiry(value: Any, now: datetime | None = None) -> str | None:
     """An ISO 8601 instant with a UTC offset, in the future; stored as UTC text."""
     if value is None:
         return None
-    text = validate_text(value, "expires_at", max_bytes=64)
+    text = validate_text(value, "expires_at", max_length=64)
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
@@ -866,7 +866,7 @@ class OrgAdmin:
     def revoke_api_key(self, caller: Caller, org: str, key_id: Any) -> dict[str, Any]:
         """Revoke at once (the row), then drop the key's role links (one change set)."""
         org = validate_org_value(org)
-        key_id = validate_text(key_id, "id", max_bytes=64)
+        key_id = validate_text(key_id, "id", max_length=64)
         self._authorize(caller, org, (API_KEYS, "manage"), snapshot=self._snapshot())
         key = self.core.api_keys.get(key_id)
         if key is None or key.org != org:

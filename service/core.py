@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("rolegate")
 
-MAX_RESOURCE_BYTES = 2048
+MAX_RESOURCE_CHARS = 2048
 MAX_BATCH = 1000
 MAX_REVISION = 2**63 - 1
 # Requests of one worker that may wait for a policy revision at once; more get 503 at once.
@@ -84,6 +84,8 @@ def validate_min_revision(value: Any, field: str = "min_revision") -> int | None
     """None, or a revision number (an integer from 0): read-your-writes for a check."""
     if value is None:
         return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # JSON has one number type: 7.0 is the integer 7
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_REVISION:
         raise InvalidRequest(f"{field}: expected a revision number (an integer from 0)")
     return value
@@ -112,7 +114,7 @@ def parse_check_input(data: Any, where: str = "") -> CheckInput:
     subject = data.get("subject")
     return CheckInput(
         resource=validate_text(
-            data["resource"], "resource", max_bytes=MAX_RESOURCE_BYTES, where=where
+            data["resource"], "resource", max_length=MAX_RESOURCE_CHARS, where=where
         ),
         action=validate_text(data["action"], "action", where=where),
         org=None if org is None else validate_org(org, where=where),

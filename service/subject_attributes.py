@@ -48,7 +48,7 @@ class SubjectRecord:
 
 
 def validate_name(value: Any, field: str = "name") -> str:
-    name = validate_text(value, field, max_bytes=64)
+    name = validate_text(value, field, max_length=64)
     if not _NAME.fullmatch(name):
         raise InvalidRequest(
             f"{field}: an attribute name starts with a letter and holds letters, digits, "
@@ -65,7 +65,7 @@ def validate_attributes(value: Any, field: str = "attributes") -> Attributes:
         raise InvalidRequest(f"{field}: at most {MAX_ATTRIBUTES} attributes")
     return {
         validate_name(name, f"{field}.{name}"): validate_text(
-            text, f"{field}.{name}", max_bytes=MAX_VALUE_BYTES
+            text, f"{field}.{name}", max_length=MAX_VALUE_BYTES
         )
         for name, text in value.items()
     }
@@ -123,7 +123,7 @@ def _record(header: list[str], cells: list[str]) -> SubjectRecord:
     org = validate_org(cells[0])
     subject = validate_text(cells[1], "subject")
     values = {
-        name: validate_text(value, name, max_bytes=MAX_VALUE_BYTES)
+        name: validate_text(value, name, max_length=MAX_VALUE_BYTES)
         for name, value in zip(header, cells[2:], strict=True)
         if value
     }

@@ -69,8 +69,9 @@ def check_batch():
 
 _AUTH_ERRORS = error_responses(400, 401, 403, 413, 415, 503)
 _MIN_REVISION = {
-    "type": "integer",
+    "type": ["integer", "null"],
     "minimum": 0,
+    "maximum": 2**63 - 1,
     "description": "Read-your-writes: decide with at least this policy revision (a write's "
     "response gives it); one catch-up with the store, then 400 `revision_ahead` (the store has "
     "no such revision) or 503 `revision_unavailable` (the store could not be read in time).",
@@ -93,6 +94,7 @@ OPENAPI_PATHS = {
                 {
                     "type": "object",
                     "required": ["checks"],
+                    "additionalProperties": False,
                     "properties": {
                         "min_revision": _MIN_REVISION,
                         "checks": {

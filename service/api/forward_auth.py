@@ -173,7 +173,8 @@ _ANSWERS["403"]["description"] = "denied (`denied`), or no action for the method
 
 def _operations(summary: str, parameters: list) -> dict:
     operation = {"summary": summary, "parameters": parameters, "responses": _ANSWERS}
-    return {method.lower(): operation for method in METHODS if method not in ("HEAD", "OPTIONS")}
+    # HEAD is GET's (OpenAPI has no head of its own here); OPTIONS is forwarded like any method.
+    return {method.lower(): operation for method in METHODS if method != "HEAD"}
 
 
 def _header(name: str, description: str) -> dict:

@@ -105,7 +105,7 @@ def permissions(org: str, subject: str, policy_dir: Path | None, output: str) ->
 def who_can_command(org: str, resource: str, action: str, policy_dir: Path | None, output: str):
     """Every subject of ORG allowed ACTION on RESOURCE (complete, no paging)."""
     validate_org(org)
-    validate_text(resource, "resource", max_bytes=2048)
+    validate_text(resource, "resource", max_length=2048)
     validate_text(action, "action")
     engine = engine_for(Settings.from_env(), policy_dir)
     snapshot = engine.snapshot

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from ..config import Settings
-from ..core import MAX_RESOURCE_BYTES, Rolegate
+from ..core import MAX_RESOURCE_CHARS, Rolegate
 from ..engine import Engine
 from ..validation import validate_org, validate_text
 from .common import org_first, require_store
@@ -72,14 +72,14 @@ def check(org, subject, resource, action, owner, explain, policy_dir, output, as
         org, subject = org_first(core.engine.snapshot, org, subject)
         validate_text(subject, "subject")
         validate_org(org)
-        validate_text(resource, "resource", max_bytes=MAX_RESOURCE_BYTES)
+        validate_text(resource, "resource", max_length=MAX_RESOURCE_CHARS)
         validate_text(action, "action")
         result = core.check_as(subject, org, resource, action, owner=owner, explain=True)
     finally:
         core.close()
     validate_text(subject, "subject")
     validate_org(org)
-    validate_text(resource, "resource", max_bytes=MAX_RESOURCE_BYTES)
+    validate_text(resource, "resource", max_length=MAX_RESOURCE_CHARS)
     validate_text(action, "action")
     if as_json:
         click.echo("Warning: --json is deprecated: use --format json", err=True)
