@@ -338,6 +338,33 @@ def test_an_oversized_authorization_header_gets_the_json_400(served, size):
     assert response.body["error"]["code"] == "invalid_request"
 
 
+def test_envoy_mode_under_the_shipped_server_decodes_the_path_exactly_once(served):
+    """granian passes no raw request target: the path is read from PATH_INFO, decoded once."""
+
+    def envoy(method: str, original: str, subject: str, org: str) -> int:
+        token = mint_token(Settings(jwt_secret=SECRET), subject=subject, org=org, ttl_seconds=600)
+        response = served.client.request(
+            method,
+            "/v1/forward-auth/envoy" + original,
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert response.status in (200, 403), (original, response.text)
+        return response.status
+
+    assert envoy("GET", "/projects/1?x=1", "carol", "acme") == 200
+    assert envoy("DELETE", "/projects/1", "carol", "acme") == 403
+    assert envoy("GET", "/projects/%C3%A9t%C3%A9", "carol", "acme") == 200
+    assert envoy("GET", "/documents/x", "frank", "globex") == 200
+    for original in (
+        "/documents/x/%2e%2e/finance/q3",  # dot segments after one decode
+        "/documents/finance%2Fq3",  # an encoded slash is a slash once decoded
+        "//documents/finance/q3",
+    ):
+        assert envoy("GET", original, "frank", "globex") == 403, original
+    # decoded once, not twice: %252e%252e stays the literal segment "%2e%2e", under /documents/x/
+    assert envoy("GET", "/documents/x/%252e%252e/finance/q3", "frank", "globex") == 200
+
+
 # --------------------------------------------------------------------------- the worker's app
 
 
