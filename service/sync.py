@@ -2,11 +2,12 @@
 
 Each worker process runs one `PolicySync` (started by `create_app` through the core):
 
-- a listener thread (PostgreSQL only) holding its own psycopg connection in autocommit with
-  `LISTEN rolegate_policy`; every commit of a change set notifies with the new revision and the
-  worker catches up (`Rolegate.refresh`: only the changed orgs are read). The connection is
-  re-opened with exponential backoff when it breaks, and the worker catches up right after
-  (notifications sent meanwhile are lost; the revision comparison finds them);
+- a listener thread (PostgreSQL only) subscribed to the store's change feed
+  (`rolegate.store.feed`: LISTEN/NOTIFY on its own connection); every commit of a change set
+  notifies with the new revision and the worker catches up (`Rolegate.refresh`: only the
+  changed orgs are read). The subscription is re-opened with exponential backoff when it
+  breaks, and the worker catches up right after (notifications sent meanwhile are lost; the
+  revision comparison finds them);
 - a poll thread comparing revisions every `ROLEGATE_POLL_INTERVAL` seconds: the safety net,
   and the only mechanism on SQLite. It also re-reads the in-memory API keys when they are
   `rolegate.apikeys.API_KEY_RELOAD_S` old (every revision change re-reads them too).
@@ -18,55 +19,44 @@ notification seen twice, late, or out of order cannot apply a change twice or sk
 from __future__ import annotations
 
 import logging
-import os
 import random
 import threading
-from typing import Any, Protocol
-
-from sqlalchemy.engine import make_url
+from typing import Protocol
 
 from . import metrics
 from .config import Settings
-from .store import PolicyStore
-from .store.db import NOTIFY_CHANNEL, failure_reason
+from .store.db import failure_reason
+from .store.feed import (  # noqa: F401  (former home of these names, kept for one release)
+    KEEPALIVE,
+    LISTENER_APPLICATION_NAME,
+    ChangeFeed,
+    parse_revision,
+    psycopg_conninfo,
+)
+from .store.source import PolicySource, Subscribable
 
 log = logging.getLogger("rolegate.sync")
 
 BACKOFF_FIRST_S = 0.1
 BACKOFF_MAX_S = 5.0
 WAIT_SLICE_S = 1.0  # how often a waiting listener checks that it should stop
-LISTENER_APPLICATION_NAME = "rolegate-listener"  # + "-<pid>": pg_stat_activity.application_name
-KEEPALIVE: dict[str, Any] = {
-    "keepalives": 1,
-    "keepalives_idle": 5,
-    "keepalives_interval": 2,
-    "keepalives_count": 3,
-}
-
-
-def psycopg_conninfo(database_url: str) -> str:
-    """libpq connection string for a SQLAlchemy `postgresql+psycopg://` URL."""
-    url = make_url(database_url).set(drivername="postgresql")
-    return url.render_as_string(hide_password=False)
-
-
-def parse_revision(payload: str) -> int | None:
-    try:
-        revision = int(payload)
-    except (TypeError, ValueError):
-        return None
-    return revision if revision >= 0 else None
 
 
 def next_backoff(current: float) -> float:
     return min(BACKOFF_MAX_S, current * 2)
 
 
+class FollowedStore(PolicySource, Subscribable, Protocol):
+    """What the sync threads need of the store."""
+
+
 class Follower(Protocol):
     """What the sync threads need of the core (`rolegate.core.Rolegate` is one)."""
 
     settings: Settings
-    store: PolicyStore
+
+    @property
+    def store(self) -> FollowedStore: ...
 
     def refresh(self, target: int | None = None) -> bool: ...
 
@@ -80,10 +70,18 @@ class Follower(Protocol):
 class PolicySync:
     """The listener and poll threads of one worker process."""
 
-    def __init__(self, core: Follower, *, poll_interval: float, listen: bool):
+    def __init__(
+        self,
+        core: Follower,
+        *,
+        poll_interval: float,
+        listen: bool,
+        feed: ChangeFeed | None = None,
+    ):
         self.core = core
         self.poll_interval = poll_interval
-        self.listen = listen
+        self.feed = (feed or core.store.change_feed()) if listen else None
+        self.listen = self.feed is not None
         self.listening = False
         self.reconnects = 0
         self.notifications = 0
@@ -92,10 +90,9 @@ class PolicySync:
 
     @classmethod
     def for_core(cls, core: Follower) -> PolicySync:
+        feed = core.store.change_feed()
         return cls(
-            core,
-            poll_interval=core.settings.poll_interval,
-            listen=core.store.sql_engine.dialect.name == "postgresql",
+            core, poll_interval=core.settings.poll_interval, listen=feed is not None, feed=feed
         )
 
     @property
@@ -153,17 +150,8 @@ class PolicySync:
         self.listening = False
 
     def _listen_once(self, first: bool) -> None:
-        import psycopg
-
-        conninfo = psycopg_conninfo(self.core.settings.database_url)
-        with psycopg.connect(
-            conninfo,
-            autocommit=True,
-            connect_timeout=5,
-            application_name=f"{LISTENER_APPLICATION_NAME}-{os.getpid()}",
-            **KEEPALIVE,
-        ) as connection:
-            connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        assert self.feed is not None
+        with self.feed.subscribe() as subscription:
             self.listening = True
             if not first:
                 self.reconnects += 1
@@ -172,14 +160,13 @@ class PolicySync:
             # Anything committed while we were not listening is found by comparing revisions.
             self.core.refresh()
             while not self._stop.is_set():
-                for notify in connection.notifies(timeout=WAIT_SLICE_S):
-                    self._on_notify(notify.payload)
+                for revision in subscription.wait(WAIT_SLICE_S):
+                    self._on_notify(revision)
                     if self._stop.is_set():
                         break
 
-    def _on_notify(self, payload: str) -> None:
+    def _on_notify(self, revision: int | None) -> None:
         self.notifications += 1
         metrics.notification_received()
-        revision = parse_revision(payload)
         self.core.note_store_revision(revision)
         self.core.refresh(target=revision)

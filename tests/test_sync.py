@@ -18,6 +18,7 @@ from rolegate.errors import StoreUnavailable
 from rolegate.logs import JsonFormatter, request_id_from, request_id_var
 from rolegate.store import ChangeSet, PolicyStore
 from rolegate.store.db import NOTIFY_CHANNEL, casbin_rule, policy_state
+from rolegate.sync import PolicySync
 
 GRANT = ("p", "frank", "globex", "/reports/*", "read", "allow")
 
@@ -288,3 +289,26 @@ def test_create_app_starts_and_close_stops_the_listener(settings, pg_url):
         sync = core.sync
         core.close()
     assert not sync.running and not sync.listening
+
+
+def test_the_store_change_feed_yields_each_committed_revision(pg_url):
+    """The seam `rolegate.store.feed`: a subscription hears the revision of every commit."""
+    store = PolicyStore.from_url(pg_url)
+    try:
+        feed = store.change_feed()
+        assert feed is not None
+        with feed.subscribe() as subscription:
+            revision = store.apply(ChangeSet(added=[GRANT]), actor="test")
+            heard: list[int | None] = []
+            for _ in range(5):
+                heard.extend(subscription.wait(1.0))
+                if revision in heard:
+                    break
+        assert revision in heard
+    finally:
+        store.dispose()
+
+
+def test_a_sqlite_store_has_no_feed_and_sync_only_polls(core):
+    assert core.store.change_feed() is None
+    assert PolicySync.for_core(core).listen is False

@@ -21,6 +21,7 @@ from ..store import PolicyStore, read_policy_dir
 from ..store.csvfiles import _policy_files, write_policy_dir
 from ..store.db import MANAGED_BY_FILES
 from ..store.policies import is_api_key_link
+from ..store.source import ManagedPolicySource
 from .common import require_store
 from .output import emit, format_option, render
 
@@ -250,7 +251,7 @@ class _Stages:
         click.echo(f"[{time.monotonic() - self.started:5.1f}s] {message}", err=True)
 
 
-def _apply_with_progress(store: PolicyStore, files, seeds, plan, actor: str):
+def _apply_with_progress(store: ManagedPolicySource, files, seeds, plan, actor: str):
     added = len(plan.changes.added)
     if added < LARGE_IMPORT:
         return store.sync_files(files, seeds=seeds, actor=actor, expected_revision=plan.revision)

@@ -32,6 +32,7 @@ from ..rules import Rule
 from ..store.csvfiles import _policy_files
 from ..store.db import MANAGED_BY_FILES
 from ..store.policies import ChangeSet, PolicyStore
+from ..store.source import ManagedPolicySource
 from .impact import diff_rules
 from .lint import LintReport, lint_policy_dir
 
@@ -125,7 +126,7 @@ class PolicyWatcher:
     def __init__(
         self,
         policy_dir: Path | str,
-        store: PolicyStore,
+        store: ManagedPolicySource,
         *,
         data_dir: Path | str,
         model_path: Path | str,

@@ -1,4 +1,5 @@
-"""Policy storage: the SQL store (rules, revision, change log) and the policy CSV files."""
+"""Policy storage: the SQL store (rules, revision, change log), its change feed, and the policy
+CSV files. `rolegate.store.source` holds the protocols the rest of Rolegate types against."""
 
 from .csvfiles import (
     MAX_POLICY_FILE_BYTES,
@@ -13,6 +14,7 @@ from .csvfiles import (
     write_policy_dir,
 )
 from .db import casbin_rule, change_log, make_engine, metadata, policy_state
+from .feed import ChangeFeed, NotifyFeed
 from .policies import (
     ChangeEntry,
     ChangeSet,
@@ -23,9 +25,15 @@ from .policies import (
     validate_rule,
 )
 from .schema import init_schema
+from .source import ManagedPolicySource, PolicySource, Subscribable
 
 __all__ = [
     "MAX_POLICY_FILE_BYTES",
+    "ChangeFeed",
+    "ManagedPolicySource",
+    "NotifyFeed",
+    "PolicySource",
+    "Subscribable",
     "ChangeEntry",
     "ChangeSet",
     "DomainReload",

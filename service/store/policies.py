@@ -47,6 +47,7 @@ from .db import (
     policy_state,
     transaction,
 )
+from .feed import NotifyFeed
 from .schema import init_schema
 
 __all__ = [
@@ -596,6 +597,12 @@ class PolicyStore:
 
     def dispose(self) -> None:
         self._engine.dispose()
+
+    def change_feed(self) -> NotifyFeed | None:
+        """LISTEN/NOTIFY on PostgreSQL; None on SQLite (followers poll the revision)."""
+        if not self._postgresql:
+            return None
+        return NotifyFeed(self._engine.url.render_as_string(hide_password=False))
 
     # ---------------------------------------------------------------- transactions
 
