@@ -25,6 +25,7 @@ from rolegate.cli.replay import file_records, load_candidate, table_records
 from rolegate.config import REPO_ROOT, Settings
 from rolegate.policy.replay import candidate_decider, replay
 from rolegate.store import make_engine
+from rolegate.store.decisions import DecisionRows
 
 SUBJECTS = {
     "acme": ["alice", "bob", "carol", "dave", "ivan", "zed"],
@@ -123,7 +124,7 @@ def main() -> None:
         if args.table:
             url = f"sqlite:///{work / 'log.db'}"
             engine = make_engine(url)
-            sink = DatabaseSink(engine, retention_days=0)
+            sink = DatabaseSink(DecisionRows(engine), retention_days=0)
             batch_records, lines = [], []
             for record in synthetic(args.records):
                 batch_records.append(record)
@@ -136,7 +137,7 @@ def main() -> None:
             del batch_records, lines
             before = rss_mb()
             started = time.perf_counter()
-            table_report = replay(table_records(engine, **filters), decide)
+            table_report = replay(table_records(DecisionRows(engine), **filters), decide)
             seconds = time.perf_counter() - started
             print(
                 f"replay from the SQLite table: {table_report.read / seconds:,.0f} records/s "

@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .apikeys import SUBJECT_PREFIX, format_instant, key_subject
 from .core import Rolegate, validate_org, validate_text
@@ -52,9 +52,7 @@ from .identity import Principal
 from .rules import TEMPLATE_DOMAIN, Rule
 from .store import ChangeSet, rule_problem
 from .store.db import MANAGED_BY_API
-
-if TYPE_CHECKING:
-    import sqlalchemy as sa
+from .store.source import StoreTransaction
 
 MEMBERS, RULES, API_KEYS, ORGS, AUDIT = "/members", "/rules", "/api-keys", "/orgs", "/audit"
 MAX_ROLES = 50
@@ -255,7 +253,7 @@ class _Plan:
     changes: ChangeSet
     result: dict[str, Any] = field(default_factory=dict)
     # Other rows written in the same transaction as the rules (API key rows).
-    also: Callable[[sa.Connection], None] | None = None
+    also: Callable[[StoreTransaction], None] | None = None
     # Written as the admin API (file-managed rules may not be removed); revoking a key is not.
     managed_by: str | None = MANAGED_BY_API
 

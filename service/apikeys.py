@@ -1,4 +1,5 @@
-"""API keys (service accounts): the `api_keys` table, key minting and `ApiKey` authentication.
+"""API keys (service accounts): key minting and `ApiKey` authentication; the rows are the store's
+(`rolegate.store.apikeys`).
 
 A key reads `rgk_<id>_<secret>`. Only `HMAC-SHA256(server key, "<id>.<secret>")` is stored, so a
 database dump reveals no usable key; lookup is by `id` (primary key) and the comparison is
@@ -36,12 +37,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
-
 from .config import Settings
 from .errors import AuthenticationError, ConfigError, StoreUnavailable
 from .identity import Principal
-from .store.db import api_keys, transaction
+from .store.apikeys import ApiKeyRow, ApiKeyRows
+from .store.db import api_keys  # noqa: F401  (the table, re-exported for one release)
+from .store.source import StoreTransaction
 
 log = logging.getLogger("rolegate.apikeys")
 
@@ -111,7 +112,7 @@ class ApiKey:
         }
 
 
-def _row_key(row) -> ApiKey:
+def _row_key(row: ApiKeyRow) -> ApiKey:
     return ApiKey(
         id=row.id,
         org=row.org,
@@ -157,10 +158,10 @@ def _unauthorized(message: str, code: str = "invalid_api_key") -> Authentication
 
 
 class ApiKeyStore:
-    """Key rows in the policy store's database; minting, listing, revoking, authenticating."""
+    """Minting, listing, revoking and authenticating keys over the store's key rows."""
 
-    def __init__(self, engine: sa.Engine, secret: bytes):
-        self._engine = engine
+    def __init__(self, rows: ApiKeyRows, secret: bytes):
+        self._rows = rows
         self._secret = secret
         # id -> (key, HMAC): replaced whole, so readers need no lock.
         self._index: dict[str, tuple[ApiKey, str]] | None = None
@@ -169,8 +170,8 @@ class ApiKeyStore:
         self._misses = threading.BoundedSemaphore(MAX_MISS_LOOKUPS)
 
     @classmethod
-    def from_settings(cls, engine: sa.Engine, settings: Settings) -> ApiKeyStore:
-        return cls(engine, server_key(settings))
+    def from_settings(cls, rows: ApiKeyRows, settings: Settings) -> ApiKeyStore:
+        return cls(rows, server_key(settings))
 
     def _digest(self, key_id: str, secret: str) -> str:
         return hmac.new(self._secret, f"{key_id}.{secret}".encode(), hashlib.sha256).hexdigest()
@@ -218,38 +219,28 @@ class ApiKeyStore:
         return created, f"{KEY_PREFIX}{key_id}_{secret}", row
 
     @staticmethod
-    def insert_row(conn: sa.Connection, row: dict[str, Any]) -> None:
+    def insert_row(tx: StoreTransaction, row: dict[str, Any]) -> None:
         """Store a key row inside the caller's transaction."""
-        conn.execute(sa.insert(api_keys).values(**row))
+        ApiKeyRows.insert_in(tx, row)
         log.info("api key %s created in org %s by %s", row["id"], row["org"], row["created_by"])
 
     def insert(self, key_id: str, **fields: Any) -> tuple[ApiKey, str]:
         """Store a new key on its own (no role links); returns it and the full key."""
         created, full_key, row = self.new_key(key_id, **fields)
-        with self._write() as conn:
-            self.insert_row(conn, row)
+        self._rows.insert(row)
+        log.info("api key %s created in org %s by %s", row["id"], row["org"], row["created_by"])
         self.reload_index()
         return created, full_key
 
     @staticmethod
-    def revoke_row(conn: sa.Connection, key_id: str) -> None:
+    def revoke_row(tx: StoreTransaction, key_id: str) -> None:
         """Mark a key revoked inside the caller's transaction."""
-        conn.execute(
-            sa.update(api_keys)
-            .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
-            .values(revoked_at=now_text())
-        )
+        ApiKeyRows.revoke_in(tx, key_id, now_text())
         log.info("api key %s revoked", key_id)
 
     def revoke(self, key_id: str) -> ApiKey | None:
         """Mark a key revoked (kept for audit); None when there is no such key."""
-        with self._write() as conn:
-            conn.execute(
-                sa.update(api_keys)
-                .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
-                .values(revoked_at=now_text())
-            )
-            row = conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id)).first()
+        row = self._rows.revoke(key_id, now_text())
         self.reload_index()
         if row is not None:
             log.info("api key %s revoked", key_id)
@@ -257,29 +248,18 @@ class ApiKeyStore:
 
     def revoke_org(self, org: str) -> int:
         """Revoke every active key of `org` (offboarding); returns how many."""
-        with self._write() as conn:
-            result = conn.execute(
-                sa.update(api_keys)
-                .where(api_keys.c.org == org, api_keys.c.revoked_at.is_(None))
-                .values(revoked_at=now_text())
-            )
+        revoked = self._rows.revoke_org(org, now_text())
         self.reload_index()
-        return result.rowcount or 0
-
-    def _write(self):
-        return transaction(self._engine, write=True, what="API key store")
+        return revoked
 
     # -- reads --------------------------------------------------------------------------------
 
     def get(self, key_id: str) -> ApiKey | None:
-        with transaction(self._engine, write=False, what="API key store") as conn:
-            row = conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id)).first()
+        row = self._rows.get(key_id)
         return None if row is None else _row_key(row)
 
     def list(self, org: str) -> list[ApiKey]:
-        stmt = sa.select(api_keys).where(api_keys.c.org == org).order_by(api_keys.c.created_at)
-        with transaction(self._engine, write=False, what="API key store") as conn:
-            return [_row_key(row) for row in conn.execute(stmt)]
+        return [_row_key(row) for row in self._rows.of_org(org)]
 
     # -- the in-memory index ---------------------------------------------------------------
 
@@ -287,8 +267,7 @@ class ApiKeyStore:
         """Re-read every key row into memory; False (the previous index kept) when the database
         cannot be read."""
         try:
-            with transaction(self._engine, write=False, what="API key store") as conn:
-                rows = conn.execute(sa.select(api_keys)).all()
+            rows = self._rows.all()
         except StoreUnavailable as exc:
             self._unreachable_until = time.monotonic() + UNREACHABLE_BACKOFF_S
             log.warning("API keys not re-read: %s", exc.message)
@@ -315,8 +294,7 @@ class ApiKeyStore:
         if not self._misses.acquire(blocking=False):
             raise StoreUnavailable("API key store busy: the key cannot be verified now")
         try:
-            with transaction(self._engine, write=False, what="API key store") as conn:
-                row = conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id)).first()
+            row = self._rows.get(key_id)
         except StoreUnavailable:
             self._unreachable_until = time.monotonic() + UNREACHABLE_BACKOFF_S
             raise

@@ -54,9 +54,6 @@ def _float(value: str) -> float:
     return number
 
 
-DATABASE_BACKENDS = ("sqlite", "postgresql")
-
-
 def _choice(accepted: tuple[str, ...], *, upper: bool = False) -> Callable[[str], str]:
     def parse(value: str) -> str:
         chosen = value.strip().upper() if upper else value.strip().lower()
@@ -69,25 +66,12 @@ def _choice(accepted: tuple[str, ...], *, upper: bool = False) -> Callable[[str]
 
 def _database_url(value: str) -> str:
     """A SQLAlchemy URL of a backend the store supports (`postgres://` gets a hint)."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
+    from .store.urls import validate_database_url
 
     value = value.strip()
     if not value:
         return ""  # the default: rolegate.db in ROLEGATE_HOME
-    accepted = "expected sqlite:///<file> or postgresql+psycopg://user@host/db"
-    scheme = value.partition(":")[0].lower()
-    if scheme in ("postgres", "postgresql+psycopg2", "postgres+psycopg"):
-        raise ValueError(f"{scheme}:// is not supported; use postgresql+psycopg://")
-    try:
-        url = make_url(value)
-    except ArgumentError:
-        raise ValueError(f"not a database URL ({accepted})") from None
-    if url.get_backend_name() not in DATABASE_BACKENDS:
-        raise ValueError(f"unsupported database {url.get_backend_name()!r} ({accepted})")
-    if url.get_backend_name() == "postgresql" and url.get_driver_name() != "psycopg":
-        raise ValueError("use the psycopg driver: postgresql+psycopg://")
-    return value
+    return validate_database_url(value)
 
 
 def _bool(value: str) -> bool:

@@ -30,7 +30,7 @@ from .errors import Forbidden, InvalidRequest, ServiceUnavailable
 from .identity import Principal, TokenVerifier
 from .policy.watch import read_reload_error
 from .results import BatchResult, DecisionResult, Readiness, new_decision_id
-from .store import ChangeSet, PolicyStore, read_policy_dir
+from .store import ChangeSet, ManagedPolicySource, PolicyStore, read_policy_dir
 from .subject_attributes import SubjectAttributeStore, read_attributes_file
 from .sync import PolicySync
 from .validation import MAX_NAME_CHARS as MAX_NAME_CHARS  # re-exported for one release
@@ -159,7 +159,7 @@ class Rolegate:
         self,
         settings: Settings,
         engine: Engine,
-        store: PolicyStore,
+        store: ManagedPolicySource,
         verifier: TokenVerifier | None = None,
     ):
         self.settings = settings
@@ -190,7 +190,7 @@ class Rolegate:
             for warning in verifier.startup_warnings():
                 log.warning(warning)
         core = cls(settings, engine, store, verifier)
-        core.decision_log = DecisionLog.from_settings(settings, store.sql_engine)
+        core.decision_log = DecisionLog.from_settings(settings, store.decision_rows())
         if core.decision_log is not None:
             core.decision_listeners.append(core.decision_log.record)
         return core
@@ -434,12 +434,12 @@ class Rolegate:
     @functools.cached_property
     def api_keys(self) -> ApiKeyStore:
         """The API key table (same database as the policy store)."""
-        return ApiKeyStore.from_settings(self.store.sql_engine, self.settings)
+        return ApiKeyStore.from_settings(self.store.api_key_rows(), self.settings)
 
     @functools.cached_property
     def subject_attributes(self) -> SubjectAttributeStore:
         """Subject attributes, the PIP of AuthZEN requests (same database as the store)."""
-        return SubjectAttributeStore(self.store.sql_engine)
+        return SubjectAttributeStore(self.store.subject_attribute_rows())
 
     def catch_up(self, revision: int, changes: ChangeSet) -> None:
         """After this process wrote `changes` as `revision`: decide with them from now on."""

@@ -191,4 +191,16 @@ def plan_filter(plan: Mapping[str, Any], columns: Mapping[str, Any]) -> ColumnEl
     return sa.and_(*guards, _expression(condition, mapped))
 
 
-__all__ = ["GlobMatch", "PlanFormatError", "UnmappedField", "plan_filter"]
+__all__ = ["GlobMatch", "PlanFormatError", "UnmappedField", "plan_filter", "plan_sql"]
+
+
+def plan_sql(plan: Mapping[str, Any], table: str) -> str:
+    """The plan as a PostgreSQL query over `table(org, owner, <parameters>)`, values inlined."""
+    from sqlalchemy.dialects import postgresql
+
+    fields = ("org", "owner", *parse_template(plan["resource"]).params)
+    rows = sa.table(table, *(sa.column(field, sa.String) for field in fields))
+    query = sa.select(rows).where(plan_filter(plan, dict(rows.c.items())))
+    dialect = postgresql.dialect(paramstyle="named")  # no %-doubling in inlined values
+    compiled = query.compile(dialect=dialect, compile_kwargs={"literal_binds": True})
+    return f"{compiled};"

@@ -24,10 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
-
 from .errors import InvalidRequest, PolicyError
-from .store.db import subject_attributes, transaction
+from .store.attributes import SubjectAttributeRows
+from .store.db import subject_attributes
 from .validation import validate_org, validate_text
 
 MAX_ATTRIBUTES = 32
@@ -149,10 +148,10 @@ def read_attributes_file(path: Path) -> list[SubjectRecord]:
 
 
 class SubjectAttributeStore:
-    """The `subject_attributes` rows in the store's database."""
+    """Subjects' attributes over the store's `subject_attributes` rows."""
 
-    def __init__(self, engine: sa.Engine):
-        self._engine = engine
+    def __init__(self, rows: SubjectAttributeRows):
+        self._store_rows = rows
 
     def _rows(self, org: str, subject: str, attributes: Mapping[str, str]) -> list[dict]:
         return [
@@ -161,23 +160,11 @@ class SubjectAttributeStore:
         ]
 
     def get(self, org: str, subject: str) -> Attributes:
-        stmt = sa.select(subject_attributes.c.name, subject_attributes.c.value).where(
-            subject_attributes.c.org == org, subject_attributes.c.subject == subject
-        )
-        with transaction(self._engine, write=False, what="subject attributes") as conn:
-            return {row.name: row.value for row in conn.execute(stmt)}
+        return self._store_rows.get(org, subject)
 
     def set(self, org: str, subject: str, attributes: Mapping[str, str]) -> None:
         """Make `attributes` the subject's attributes (an empty mapping removes them all)."""
-        with transaction(self._engine, write=True, what="subject attributes") as conn:
-            conn.execute(
-                sa.delete(subject_attributes).where(
-                    subject_attributes.c.org == org, subject_attributes.c.subject == subject
-                )
-            )
-            rows = self._rows(org, subject, attributes)
-            if rows:
-                conn.execute(sa.insert(subject_attributes), rows)
+        self._store_rows.replace_subject(org, subject, self._rows(org, subject, attributes))
 
     def replace_all(self, records: Iterable[SubjectRecord]) -> int:
         """Make the whole table equal `records` (one transaction); returns the row count."""
@@ -186,15 +173,11 @@ class SubjectAttributeStore:
             for record in records
             for row in self._rows(record.org, record.subject, record.attributes)
         ]
-        with transaction(self._engine, write=True, what="subject attributes") as conn:
-            conn.execute(sa.delete(subject_attributes))
-            if rows:
-                conn.execute(sa.insert(subject_attributes), rows)
+        self._store_rows.replace_all(rows)
         return len(rows)
 
     def delete_org(self, org: str) -> None:
-        with transaction(self._engine, write=True, what="subject attributes") as conn:
-            conn.execute(sa.delete(subject_attributes).where(subject_attributes.c.org == org))
+        self._store_rows.delete_org(org)
 
 
 __all__ = [

@@ -256,7 +256,7 @@ def test_keys_from_another_server_key_do_not_verify(core, settings):
         store.new_id(), org="acme", name="n", roles=["viewer"], created_by="t", expires_at=None
     )
     assert store.authenticate(key).subject.startswith("apikey:")
-    other = ApiKeyStore(core.store.engine, b"o" * 40)
+    other = ApiKeyStore(core.store.api_key_rows(), b"o" * 40)
     with pytest.raises(AuthenticationError):
         other.authenticate(key)
 

@@ -24,6 +24,7 @@ from rolegate.engine import CheckRequest, Decision
 from rolegate.identity import Principal
 from rolegate.results import DecisionResult
 from rolegate.store import init_schema, make_engine
+from rolegate.store.decisions import DecisionRows
 
 PRINCIPAL = Principal("bob", "acme", (), "https://issuer.example", "key-1")
 
@@ -198,7 +199,11 @@ def db_engine(tmp_path):
 
 @pytest.mark.parametrize("kind", ["database", "file"])
 def test_search_filters_newest_first(kind, db_engine, tmp_path):
-    sink = DatabaseSink(db_engine) if kind == "database" else FileSink(tmp_path / "log.jsonl")
+    sink = (
+        DatabaseSink(DecisionRows(db_engine))
+        if kind == "database"
+        else FileSink(tmp_path / "log.jsonl")
+    )
     decision_log = DecisionLog([sink])
     record(decision_log, "bob", True, "/projects/1")
     record(decision_log, "carol", False, "/projects/2", "delete")
@@ -230,7 +235,7 @@ def test_search_filters_newest_first(kind, db_engine, tmp_path):
 
 def test_database_retention_prunes_old_rows(db_engine):
     now = [datetime(2025, 1, 31, tzinfo=UTC).timestamp()]
-    sink = DatabaseSink(db_engine, retention_days=30, clock=lambda: now[0])
+    sink = DatabaseSink(DecisionRows(db_engine), retention_days=30, clock=lambda: now[0])
     old = {
         "time": "2024-12-01T00:00:00.000000+00:00",
         "decision_id": "a",
@@ -245,7 +250,7 @@ def test_database_retention_prunes_old_rows(db_engine):
     with db_engine.connect() as conn:
         ids = conn.execute(sa.select(decision_log_table.c.decision_id)).scalars().all()
     assert ids == ["b"]
-    assert DatabaseSink(db_engine, retention_days=0).prune() == 0
+    assert DatabaseSink(DecisionRows(db_engine), retention_days=0).prune() == 0
 
 
 def test_dev_full_is_a_full_disk():

@@ -206,3 +206,47 @@ def test_every_table_is_declared_in_the_store_schema_module():
         if isinstance(node, ast.Call) and ast.unparse(node.func) in {"sa.Table", "Table"}
     }
     assert declaring == {"rolegate.store.db"}
+
+
+SQL_LIBRARIES = ("sqlalchemy", "psycopg")
+# Outside rolegate.store only these may import them: the public plan_filter helper (SQLAlchemy
+# is its subject) and `rolegate db`, whose commands hand an engine to the store's schema
+# functions. Counting `if TYPE_CHECKING:` imports too: an annotation naming an engine or a
+# connection outside the store is a leak of the seam as well.
+SQL_OUTSIDE_STORE_ALLOWED = {"rolegate.sqlalchemy", "rolegate.cli.db"}
+
+
+def imports_sql(source: str) -> bool:
+    """Whether the module text imports SQLAlchemy or psycopg anywhere (any depth)."""
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            names = [node.module or ""]
+        else:
+            continue
+        if any(name.partition(".")[0] in SQL_LIBRARIES for name in names):
+            return True
+    return False
+
+
+def sql_importers() -> set[str]:
+    return {
+        module for module, path in MODULES.items() if imports_sql(path.read_text(encoding="utf-8"))
+    }
+
+
+def test_sql_stays_in_the_store():
+    outside = {module for module in sql_importers() if not module.startswith("rolegate.store")}
+    assert outside == SQL_OUTSIDE_STORE_ALLOWED
+
+
+def test_the_sql_check_sees_lazy_and_type_only_imports():
+    assert imports_sql("def f():\n    import psycopg\n")
+    assert imports_sql("if TYPE_CHECKING:\n    from sqlalchemy.engine import Engine\n")
+    assert imports_sql("import json, sqlalchemy.exc as sa_exc\n")
+    assert not imports_sql("from .sqlalchemy import plan_filter\n")  # Rolegate's own module
+    assert not imports_sql("import json\n")
+    assert {"rolegate.store.apikeys", "rolegate.store.decisions", "rolegate.store.feed"} <= (
+        sql_importers()
+    )

@@ -34,16 +34,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-import sqlalchemy as sa
-
 from ..config import Settings
 from ..engine import CheckRequest, Decision
 from ..identity import Principal
 from ..logs import request_id_var
 from ..results import DecisionResult
 from ..rules import format_rule
-from ..store.db import decision_log as decision_log_table
-from ..store.db import transaction
+from ..store.db import decision_log as decision_log_table  # noqa: F401  (re-exported)
+from ..store.decisions import DecisionRows
 
 log = logging.getLogger("rolegate.decision_log")
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
@@ -251,8 +249,8 @@ class DatabaseSink:
 
     name = "database"
 
-    def __init__(self, sql_engine: sa.Engine, retention_days: int = 30, *, clock=time.time):
-        self.sql_engine = sql_engine
+    def __init__(self, rows: DecisionRows, retention_days: int = 30, *, clock=time.time):
+        self.rows = rows
         self.retention_days = retention_days
         self._clock = clock
         self._next_prune = 0.0
@@ -271,8 +269,7 @@ class DatabaseSink:
             }
             for record, line in zip(records, lines, strict=True)
         ]
-        with self.sql_engine.begin() as conn:
-            conn.execute(sa.insert(decision_log_table), rows)
+        self.rows.insert(rows)
         if self._clock() >= self._next_prune:
             self.prune()
 
@@ -282,11 +279,7 @@ class DatabaseSink:
         if self.retention_days <= 0:
             return 0
         cutoff = format_time(self._clock() - timedelta(days=self.retention_days).total_seconds())
-        with self.sql_engine.begin() as conn:
-            result = conn.execute(
-                sa.delete(decision_log_table).where(decision_log_table.c.at < cutoff)
-            )
-        return result.rowcount or 0
+        return self.rows.delete_before(cutoff)
 
     def search(
         self,
@@ -300,31 +293,21 @@ class DatabaseSink:
         until: datetime | None = None,
         limit: int = 100,
     ) -> list[dict[str, Any]]:
-        table = decision_log_table
-        stmt = sa.select(table.c.record).where(table.c.org == org)
-        # Shadow records carry the candidate's answer: never mistaken for a decision made.
-        stmt = stmt.where(
-            sa.not_(table.c.decision_id.startswith(SHADOW_ID_PREFIX, autoescape=True))
+        prefix = resource[:-1] if resource is not None and resource.endswith("*") else None
+        texts = self.rows.search(
+            org=org,
+            # Shadow records carry the candidate's answer: never mistaken for a decision made.
+            exclude_id_prefix=SHADOW_ID_PREFIX,
+            subject=subject,
+            resource=resource if prefix is None else None,
+            resource_prefix=prefix,
+            action=action,
+            allowed=allowed,
+            since=None if since is None else format_time(since.timestamp()),
+            until=None if until is None else format_time(until.timestamp()),
+            limit=limit,
         )
-        if subject is not None:
-            stmt = stmt.where(table.c.subject == subject)
-        if resource is not None:
-            if resource.endswith("*"):
-                prefix = resource[:-1]
-                stmt = stmt.where(sa.func.substr(table.c.resource, 1, len(prefix)) == prefix)
-            else:
-                stmt = stmt.where(table.c.resource == resource)
-        if action is not None:
-            stmt = stmt.where(table.c.action == action)
-        if allowed is not None:
-            stmt = stmt.where(table.c.allowed == allowed)
-        if since is not None:
-            stmt = stmt.where(table.c.at >= format_time(since.timestamp()))
-        if until is not None:
-            stmt = stmt.where(table.c.at <= format_time(until.timestamp()))
-        stmt = stmt.order_by(table.c.at.desc(), table.c.id.desc()).limit(limit)
-        with transaction(self.sql_engine, write=False, what="decision log") as conn:
-            return [json.loads(row.record) for row in conn.execute(stmt)]
+        return [json.loads(text) for text in texts]
 
     def close(self) -> None:
         pass
@@ -368,7 +351,7 @@ class DecisionLog:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, sql_engine: sa.Engine | None = None
+        cls, settings: Settings, rows: DecisionRows | None = None
     ) -> DecisionLog | None:
         """The configured log, or None when no sink is configured."""
         sinks: list[Sink] = []
@@ -377,8 +360,8 @@ class DecisionLog:
             sinks.append(StreamSink())
         elif target:
             sinks.append(FileSink(target))
-        if settings.decision_log_db and sql_engine is not None:
-            sinks.append(DatabaseSink(sql_engine, settings.decision_log_retention_days))
+        if settings.decision_log_db and rows is not None:
+            sinks.append(DatabaseSink(rows, settings.decision_log_retention_days))
         return cls(sinks, default_role=settings.default_role) if sinks else None
 
     # -- the hot path -------------------------------------------------------------------------

@@ -165,15 +165,14 @@ def decisions(org, subject, resource, action, allowed, since, until, limit, outp
     """Search the decision log of ORG (the database log when enabled, else the log file)."""
     validate_org(org)
     settings = Settings.from_env()
-    sql_engine = None
     store = None
     if settings.decision_log_db:
         from .common import open_existing_store
 
         store = open_existing_store(settings)
-        sql_engine = store.sql_engine
     try:
-        decision_log = DecisionLog.from_settings(settings, sql_engine)
+        log_rows = None if store is None else store.decision_rows()
+        decision_log = DecisionLog.from_settings(settings, log_rows)
         if decision_log is None or decision_log.searchable is None:
             raise ConfigError(
                 "no searchable decision log: set ROLEGATE_DECISION_LOG_DB=1 or "

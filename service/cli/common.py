@@ -7,26 +7,18 @@ not exist is `store_missing` (exit 2), with where it was looked for and how to c
 from __future__ import annotations
 
 import click
-from sqlalchemy.engine import make_url
 
 from ..config import Settings
 from ..engine import Snapshot
 from ..errors import ConfigError
 from ..store import PolicyStore
+from ..store.urls import sqlite_file
 
 
 def missing_store_problem(settings: Settings) -> str | None:
     """Why the configured store cannot be opened without creating it (None: it exists)."""
-    url = make_url(settings.database_url)
-    if url.get_backend_name() != "sqlite":
-        return None
-    database = url.database or ""
-    if not database or database == ":memory:" or database.startswith("file:"):
-        return None
-    from pathlib import Path
-
-    path = Path(database).expanduser()
-    if path.is_file():
+    path = sqlite_file(settings.database_url)
+    if path is None or path.is_file():
         return None
     return (
         f"no policy store at {path} (ROLEGATE_DATABASE_URL, default: rolegate.db in "

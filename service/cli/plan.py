@@ -13,7 +13,6 @@ from ..engine.plan import (
     PlanRequest,
     TemplateError,
     member_orgs,
-    parse_template,
     plan_condition,
 )
 from ..errors import InvalidRequest, RolegateError
@@ -22,18 +21,11 @@ from .output import emit
 
 
 def plan_sql(plan: dict, table: str) -> str:
-    """The plan as a PostgreSQL query over `table(org, owner, <parameters>)`, values inlined."""
-    import sqlalchemy as sa
-    from sqlalchemy.dialects import postgresql
+    """The plan as a PostgreSQL query over `table` (`rolegate.sqlalchemy.plan_sql`, loaded only
+    for `--format sql`)."""
+    from ..sqlalchemy import plan_sql as render
 
-    from ..sqlalchemy import plan_filter
-
-    fields = ("org", "owner", *parse_template(plan["resource"]).params)
-    rows = sa.table(table, *(sa.column(field, sa.String) for field in fields))
-    query = sa.select(rows).where(plan_filter(plan, dict(rows.c.items())))
-    dialect = postgresql.dialect(paramstyle="named")  # no %-doubling in inlined values
-    compiled = query.compile(dialect=dialect, compile_kwargs={"literal_binds": True})
-    return f"{compiled};"
+    return render(plan, table)
 
 
 @click.command("plan")

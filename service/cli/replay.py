@@ -18,19 +18,17 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import click
-import sqlalchemy as sa
 
-from ..audit.decision_log import decision_log_table, format_time
+from ..audit.decision_log import format_time
 from ..config import Settings
 from ..core import validate_org
 from ..engine import Engine
 from ..errors import ConfigError, InvalidRequest, PolicyError
-from ..store.db import make_engine, transaction
+from ..store.decisions import DecisionRows
 
 FORMATS = click.Choice(["table", "json", "markdown"])
 _RELATIVE = re.compile(r"^(\d+)([dhm])$")
 _UNITS = {"d": "days", "h": "hours", "m": "minutes"}
-_STREAM_ROWS = 5000
 
 
 def parse_when(value: str | None, name: str, *, now: datetime | None = None) -> str | None:
@@ -116,49 +114,27 @@ def file_records(path: Path, *, org, since, until, limit, progress=None) -> Iter
                 return
 
 
-def _table_query(columns, *, org, since, until):
-    table = decision_log_table
-    stmt = sa.select(*columns)
-    if org is not None:
-        stmt = stmt.where(table.c.org == org)
-    if since is not None:
-        stmt = stmt.where(table.c.at >= since)
-    if until is not None:
-        stmt = stmt.where(table.c.at <= until)
-    return stmt
+def table_count(rows: DecisionRows, *, org, since, until, limit) -> int:
+    return rows.count(org=org, since=since, until=until, limit=limit)
 
 
-def table_count(engine: sa.Engine, *, org, since, until, limit) -> int:
-    stmt = _table_query([sa.func.count()], org=org, since=since, until=until)
-    with transaction(engine, write=False, what="decision log") as conn:
-        count = int(conn.execute(stmt).scalar() or 0)
-    return min(count, limit) if limit is not None else count
-
-
-def table_records(engine: sa.Engine, *, org, since, until, limit) -> Iterator[Any]:
+def table_records(rows: DecisionRows, *, org, since, until, limit) -> Iterator[Any]:
     """Records of the `decision_log` table, oldest first, streamed from the database."""
-    table = decision_log_table
-    stmt = _table_query([table.c.record], org=org, since=since, until=until).order_by(table.c.id)
-    if limit is not None:
-        stmt = stmt.limit(limit)
-    with transaction(engine, write=False, what="decision log") as conn:
-        result = conn.execution_options(stream_results=True, yield_per=_STREAM_ROWS).execute(stmt)
-        for row in result:
-            try:
-                yield json.loads(row.record)
-            except ValueError:
-                yield None
+    for text in rows.records(org=org, since=since, until=until, limit=limit):
+        try:
+            yield json.loads(text)
+        except ValueError:
+            yield None
 
 
-def _open_log_table(settings: Settings) -> sa.Engine:
-    engine = make_engine(settings.database_url)
-    if not sa.inspect(engine).has_table(decision_log_table.name):
-        engine.dispose()
+def _open_log_table(settings: Settings) -> DecisionRows:
+    rows = DecisionRows.open_existing(settings.database_url)
+    if rows is None:
         raise ConfigError(
             "no decision_log table in the store's database: record decisions with "
             "ROLEGATE_DECISION_LOG_DB=1, or replay a log file with --log FILE"
         )
-    return engine
+    return rows
 
 
 # --------------------------------------------------------------------------- the command
@@ -225,15 +201,15 @@ def replay_command(candidate, org, since, until, limit, output, fail_on, log_fil
             records = file_records(log_file, progress=bar.update, **filters)
             report = replay(records, decide, candidate=str(candidate))
     else:
-        engine = _open_log_table(settings)
+        log_rows = _open_log_table(settings)
         try:
-            length = table_count(engine, **filters)
+            length = table_count(log_rows, **filters)
             label = "Replaying the decision log"
             with click.progressbar(length=length, label=label, file=bar_file) as bar:
-                records = table_records(engine, **filters)
+                records = table_records(log_rows, **filters)
                 report = replay(records, decide, candidate=str(candidate), progress=bar.update)
         finally:
-            engine.dispose()
+            log_rows.dispose()
     click.echo(_render(report, output), nl=False)
     sys.exit(1 if report.fails(fail_on) else 0)
 

@@ -28,6 +28,8 @@ import sqlalchemy as sa
 
 from ..errors import Conflict, InvalidRequest, PolicyError, StoreUnavailable
 from ..rules import EFFECTS, FIELDS_BY_PTYPE, Rule, format_rule, rule_domain, sort_key
+from .apikeys import ApiKeyRows
+from .attributes import SubjectAttributeRows
 from .db import (
     CONNECTION_ERRORS,
     GENESIS_HASH,
@@ -47,6 +49,7 @@ from .db import (
     policy_state,
     transaction,
 )
+from .decisions import DecisionRows
 from .feed import NotifyFeed
 from .schema import init_schema
 
@@ -597,6 +600,18 @@ class PolicyStore:
 
     def dispose(self) -> None:
         self._engine.dispose()
+
+    # ---------------------------------------------------------------- repositories
+
+    def api_key_rows(self) -> ApiKeyRows:
+        """The `api_keys` rows (same database: a key commits with its role links)."""
+        return ApiKeyRows(self._engine)
+
+    def subject_attribute_rows(self) -> SubjectAttributeRows:
+        return SubjectAttributeRows(self._engine)
+
+    def decision_rows(self) -> DecisionRows:
+        return DecisionRows(self._engine)
 
     def change_feed(self) -> NotifyFeed | None:
         """LISTEN/NOTIFY on PostgreSQL; None on SQLite (followers poll the revision)."""

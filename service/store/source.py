@@ -17,6 +17,9 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 from ..rules import Rule
 
 if TYPE_CHECKING:
+    from .apikeys import ApiKeyRows
+    from .attributes import SubjectAttributeRows
+    from .decisions import DecisionRows
     from .feed import ChangeFeed
     from .policies import ChainVerdict, ChangeEntry, ChangeSet, DomainReload, FileSync
 
@@ -75,8 +78,8 @@ class Subscribable(Protocol):
 
 
 class ManagedPolicySource(PolicySource, Subscribable, Protocol):
-    """A policy source that also knows who manages each rule (files or the admin API): what
-    the core, the admin API and the CLI use."""
+    """A policy source that also knows who manages each rule (files or the admin API) and
+    holds the other tables' repositories: what the core, the admin API and the CLI use."""
 
     def load_domains(
         self, domains: Iterable[str], progress: Progress | None = None
@@ -107,6 +110,13 @@ class ManagedPolicySource(PolicySource, Subscribable, Protocol):
     def verify_log(self) -> ChainVerdict: ...
 
     def dispose(self) -> None: ...
+
+    # The repositories of the other tables in the same database.
+    def api_key_rows(self) -> ApiKeyRows: ...
+
+    def subject_attribute_rows(self) -> SubjectAttributeRows: ...
+
+    def decision_rows(self) -> DecisionRows: ...
 
 
 __all__ = ["ManagedPolicySource", "PolicySource", "Progress", "StoreTransaction", "Subscribable"]
