@@ -23,10 +23,10 @@ from ..audit import (
     org_names,
     require_org,
     require_subject,
-    who_can,
 )
 from ..audit.decision_log import MAX_SEARCH_LIMIT
-from ..audit.queries import page_after, subject_kind
+from ..audit.pages import MAX_REVISION_ENTRIES, change_page, who_can_page  # noqa: F401
+from ..audit.queries import subject_kind
 from ..core import MAX_RESOURCE_CHARS, Rolegate, validate_org, validate_text
 from ..engine import Snapshot, reads
 from ..errors import InvalidRequest, NotFound
@@ -46,7 +46,6 @@ bp = Blueprint("audit", __name__)
 DEFAULT_PAGE = 100
 MAX_PAGE = 500
 MAX_CHANGES_PAGE = 1000
-MAX_REVISION_ENTRIES = 100_000
 RECENT_SHADOW_LIMIT = 200  # the shadow keeps this many recent disagreements per worker
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -195,19 +194,24 @@ def who_can_endpoint(org: str):
     resource = _required_text_arg("resource", max_length=MAX_RESOURCE_CHARS)
     action = _required_text_arg("action")
     limit = _limit(DEFAULT_PAGE, MAX_PAGE)
-    query = (org, resource, action)
-    cursor = request.args.get("cursor") or None
-    after = _cursor_codec().decode(cursor, query) if cursor else None
-    entries = who_can(core.engine, snapshot, org, resource, action)
-    page, last = page_after(entries, after, limit)
+    page = who_can_page(
+        core.engine,
+        snapshot,
+        org,
+        resource,
+        action,
+        limit=limit,
+        cursor=request.args.get("cursor") or None,
+        codec=_cursor_codec(),
+    )
     return {
         "org": org,
         "resource": resource,
         "action": action,
         "revision": snapshot.revision,
         "limit": limit,
-        "subjects": [entry.to_dict() for entry in page],
-        "next_cursor": _cursor_codec().encode(query, last) if last is not None else None,
+        "subjects": [entry.to_dict() for entry in page.items],
+        "next_cursor": page.next_cursor,
         "hint": reads.query_hint(snapshot, org, action=action, resource=resource),
     }
 
@@ -231,31 +235,14 @@ def changes(org: str):
     since, until = _time_arg("since"), _time_arg("until")
     since_revision = _int_arg("since_revision")
     limit = _limit(DEFAULT_PAGE, MAX_CHANGES_PAGE)
-    entries = core.store.changes(
-        org=org, since=since, since_revision=since_revision, limit=limit + 1
+    page = change_page(
+        core.store, org, limit=limit, since=since, until=until, since_revision=since_revision
     )
-    more = len(entries) > limit
-    if until is not None:
-        kept = [entry for entry in entries if entry.at <= until]
-        more = more and len(kept) == len(entries)
-        entries = kept
-    next_since_revision = None
-    if more:
-        # Pages end on a revision boundary so that `since_revision` continues without a gap.
-        boundary = entries[limit].revision
-        page = [entry for entry in entries[:limit] if entry.revision != boundary]
-        if not page:  # one revision larger than a page: return it whole
-            whole = core.store.changes(
-                org=org, since_revision=boundary - 1, limit=MAX_REVISION_ENTRIES
-            )
-            page = [entry for entry in whole if entry.revision == boundary]
-        entries = page
-        next_since_revision = page[-1].revision
     return {
         "org": org,
         "revision": snapshot.revision,
-        "changes": [entry.to_dict() for entry in entries],
-        "next_since_revision": next_since_revision,
+        "changes": [entry.to_dict() for entry in page.items],
+        "next_since_revision": page.next_cursor,
     }
 
 

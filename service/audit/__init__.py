@@ -6,6 +6,7 @@ Nothing here imports flask: the API, the console and the CLI call these function
 from .access import PLATFORM_ADMIN_ROLE, ensure_can_audit, is_platform_admin
 from .cursor import CursorCodec, cursor_secret
 from .decision_log import REQUEST_CONTEXT, DecisionLog, decision_record
+from .pages import Page, change_page, who_can_page
 from .queries import (
     ANY_SUBJECT,
     OWNER_SUBJECT,
@@ -31,9 +32,11 @@ __all__ = [
     "CursorCodec",
     "DecisionLog",
     "OrgNames",
+    "Page",
     "Permission",
     "WhoCanEntry",
     "access_matrix",
+    "change_page",
     "cursor_secret",
     "decision_record",
     "effective_permissions",
@@ -44,4 +47,5 @@ __all__ = [
     "require_org",
     "require_subject",
     "who_can",
+    "who_can_page",
 ]
