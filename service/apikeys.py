@@ -153,6 +153,10 @@ def server_key(settings: Settings) -> bytes:
     return value
 
 
+def _log_created(row: dict[str, Any]) -> None:
+    log.info("api key %s created in org %s by %s", row["id"], row["org"], row["created_by"])
+
+
 def _unauthorized(message: str, code: str = "invalid_api_key") -> AuthenticationError:
     return AuthenticationError(message, code=code)
 
@@ -222,13 +226,13 @@ class ApiKeyStore:
     def insert_row(tx: StoreTransaction, row: dict[str, Any]) -> None:
         """Store a key row inside the caller's transaction."""
         ApiKeyRows.insert_in(tx, row)
-        log.info("api key %s created in org %s by %s", row["id"], row["org"], row["created_by"])
+        _log_created(row)
 
     def insert(self, key_id: str, **fields: Any) -> tuple[ApiKey, str]:
         """Store a new key on its own (no role links); returns it and the full key."""
         created, full_key, row = self.new_key(key_id, **fields)
         self._rows.insert(row)
-        log.info("api key %s created in org %s by %s", row["id"], row["org"], row["created_by"])
+        _log_created(row)
         self.reload_index()
         return created, full_key
 

@@ -11,8 +11,9 @@ table or column belongs here and needs a migration.
   for `p` and v2 for `g`).
 - `policy_state`: one row (id = 1) holding the store's revision and the change log's head.
 - `change_log`: one row per added or removed rule, chained by SHA-256 hashes.
-- `api_keys` (`rolegate.apikeys`), `subject_attributes` (`rolegate.subject_attributes`) and
-  `decision_log` (`rolegate.audit.decision_log`): the tables of those modules.
+- `api_keys`, `subject_attributes` and `decision_log`: read and written by the repositories
+  `rolegate.store.apikeys`, `.attributes` and `.decisions`, on behalf of `rolegate.apikeys`,
+  `rolegate.subject_attributes` and `rolegate.audit.decision_log` (which keep the domain logic).
 
 SQLite engines get WAL, a 5 s busy timeout and foreign keys on every connection, and we emit
 `BEGIN` ourselves so that a writer can ask for `BEGIN IMMEDIATE` (execution option
