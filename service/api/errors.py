@@ -50,6 +50,12 @@ def refusal(error: RolegateError) -> tuple[int, str, str]:
     return error.http_status, error.code, public_message(error)
 
 
+def http_refusal(error: HTTPException) -> tuple[int, str, str]:
+    """(status, code, message) of a Werkzeug HTTP error (413 body too large, 404, ...)."""
+    status = error.code or 500
+    return status, HTTP_CODES.get(status, "http_error"), error.description or error.name
+
+
 UNEXPECTED = (500, "internal_error", "internal error; the request was not allowed")
 
 
@@ -86,9 +92,8 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):
-        status = error.code or 500
-        code = HTTP_CODES.get(status, "http_error")
-        response = error_response(status, code, error.description or error.name)
+        status, code, message = http_refusal(error)
+        response = error_response(status, code, message)
         if isinstance(error, MethodNotAllowed):
             response.headers["Allow"] = allow_header(error.valid_methods or ())
         return response

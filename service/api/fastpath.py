@@ -14,13 +14,12 @@ Plain means: method `POST`, the exact path, a JSON content type from `JSON_TYPES
 would open a session), a host Flask's router accepts (no `SERVER_NAME`/`TRUSTED_HOSTS`), no
 listener on Flask's request signals, and an app whose hooks, error handlers, routes and JSON
 provider are the ones Rolegate registered (checked once, at the first request; see
-`_flask_is_stock`). A body that turns out shorter or longer than declared, or a stream that
-fails, is replayed to Flask.
+`_flask_is_stock`). The body is read after authenticating, by Werkzeug's reader, as the route
+reads it.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 from collections.abc import Callable
@@ -31,7 +30,7 @@ from flask.json.provider import DefaultJSONProvider
 from flask.sessions import SecureCookieSessionInterface
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
-from werkzeug.wsgi import get_host
+from werkzeug.wsgi import get_host, get_input_stream
 
 from ..core import Rolegate
 from ..errors import RolegateError
@@ -96,41 +95,33 @@ class FastPath:
         route = ROUTES.get(environ.get("PATH_INFO", ""))
         if route is None or environ.get("REQUEST_METHOD") != "POST":
             return self.next_app(environ, start_response)
-        length = self._plain_length(environ)
-        if length is None:
+        if not self._plain(environ):
             return self.next_app(environ, start_response)
-        raw = self._read_body(environ, length)
-        if raw is None:  # shorter, longer or failing: Flask reads the replayed stream
-            return self.next_app(environ, start_response)
-        return self._answer(route, raw, environ, start_response)
+        return self._answer(route, environ, start_response)
 
     # -- deciding whether the request is plain ---------------------------------------------
 
-    def _plain_length(self, environ: dict[str, Any]) -> int | None:
-        """The declared body length when this path may answer, else None."""
+    def _plain(self, environ: dict[str, Any]) -> bool:
+        """Whether this path may answer the request (else Flask does)."""
         if environ.get("CONTENT_TYPE") not in JSON_TYPES:
-            return None
+            return False
         declared = environ.get("CONTENT_LENGTH", "")
         if not (declared.isascii() and declared.isdigit() and len(declared) <= MAX_LENGTH_DIGITS):
-            return None
+            return False
         if "HTTP_TRANSFER_ENCODING" in environ or "HTTP_COOKIE" in environ:
-            return None
+            return False
         app = self.flask_app
-        limit = app.config.get("MAX_CONTENT_LENGTH")
-        length = int(declared)
-        if not isinstance(limit, int) or length >= limit:
-            return None  # Flask answers 413 (after authenticating), or has no limit
         config = app.config
         if config.get("SERVER_NAME") or config.get("TRUSTED_HOSTS") is not None:
-            return None
+            return False
         if type(app.json) is not DefaultJSONProvider or not self._host_routable(environ):
-            return None
+            return False
         if any(signal.receivers for signal in _SIGNALS):
-            return None  # someone listens to Flask's request signals (an APM agent, a test)
+            return False  # someone listens to Flask's request signals (an APM agent, a test)
         if self.active is None:
             self.active = _flask_is_stock(app, self.hooks)
             app._got_first_request = True  # type: ignore[attr-defined]  # as Flask would set it
-        return length if self.active else None
+        return self.active
 
     def _host_routable(self, environ: dict[str, Any]) -> bool:
         """Whether Flask's URL adapter accepts the request's host: Werkzeug's `Map.bind` refuses
@@ -147,36 +138,9 @@ class FastPath:
             self._routable_hosts.add(header)
         return True
 
-    @staticmethod
-    def _read_body(environ: dict[str, Any], length: int) -> bytes | None:
-        """Exactly `length` bytes followed by the end of the stream, else None with the stream
-        replaced by one that gives Flask the same bytes (or the same error)."""
-        stream = environ["wsgi.input"]
-        chunks: list[bytes] = []
-        got = 0
-        try:
-            while got < length:
-                chunk = stream.read(length - got)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                got += len(chunk)
-            # A server that ends the stream itself (granian, gunicorn) makes Flask read to the
-            # end; on any other the stream is a socket: reading past the length would block.
-            terminated = "wsgi.input_terminated" in environ
-            more = stream.read(1) if got == length and terminated else b""
-        except Exception as error:  # Flask's reader meets the same error and maps it
-            environ["wsgi.input"] = _Replay(b"".join(chunks), None, error)
-            return None
-        data = b"".join(chunks)
-        if got == length and not more:
-            return data
-        environ["wsgi.input"] = _Replay(data + more, stream, None)
-        return None
-
     # -- answering --------------------------------------------------------------------------
 
-    def _answer(self, route, raw: bytes, environ, start_response) -> list[bytes]:
+    def _answer(self, route, environ, start_response) -> list[bytes]:
         answer, endpoint, _view = route
         hooks = self.hooks
         request_id, id_token, audit_token, started = hooks.begin(
@@ -188,12 +152,19 @@ class FastPath:
                 principal = self.core.authenticate(
                     environ.get("HTTP_AUTHORIZATION"), environ.get("HTTP_X_API_KEY")
                 )
+                # Werkzeug's own reader, after authenticating as the route does: an
+                # unauthenticated client that stalls in its body holds no thread.
+                limit = self.flask_app.config["MAX_CONTENT_LENGTH"]
+                raw = get_input_stream(environ, max_content_length=limit).read()
                 document = answer(self.core, principal, decode_json(raw))
                 status = 200
             except RolegateError as error:
                 status, code, message = errors.refusal(error)
                 document = errors.error_document(code, message)
                 challenge = errors.challenge_for(status, code)
+            except HTTPException as error:  # the body: 413 too large, 400 client gone
+                status, code, message = errors.http_refusal(error)
+                document = errors.error_document(code, message)
             except Exception:
                 status, code, message = errors.unexpected()
                 document = errors.error_document(code, message)
@@ -217,29 +188,6 @@ class FastPath:
         else:
             text = provider.dumps(document, separators=(",", ":"))
         return f"{text}\n".encode()
-
-
-class _Replay:
-    """A request stream given back to Flask: the bytes already read, then the rest of the
-    original stream (or the error reading it raised)."""
-
-    def __init__(self, head: bytes, rest: Any, error: Exception | None):
-        self._head = io.BytesIO(head)
-        self._rest = rest
-        self._error = error
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int | None = -1) -> bytes:
-        data = self._head.read(size)
-        if data or size == 0:
-            return data
-        if self._error is not None:
-            raise self._error
-        if self._rest is None:
-            return b""
-        return self._rest.read(size) if size is not None and size >= 0 else self._rest.read()
 
 
 def _nonempty(table: dict) -> dict:
