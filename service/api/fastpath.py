@@ -198,7 +198,7 @@ def _flask_is_stock(app: Flask, hooks: RequestHooks) -> bool:
     """True when Flask would do nothing for the decision routes beyond what this path does:
     only Rolegate's hooks and error handlers, the stock request/response/session classes, and
     the decision URLs routed to the decision views."""
-    begin, finish, end = hooks.flask_hooks  # type: ignore[attr-defined]
+    begin, finish, end = hooks.flask_hooks
     handlers = {
         (blueprint, code, kind): handler
         for blueprint, by_code in app.error_handler_spec.items()

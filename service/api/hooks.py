@@ -41,6 +41,7 @@ class RequestHooks:
     def __init__(self, core: Rolegate):
         self.core = core
         self.worker = str(os.getpid())  # the app is built in the worker process (after any fork)
+        self.flask_hooks: tuple[Any, ...] = ()  # the registered (before, after, teardown)
 
     def begin(self, request_id_header: str | None, remote_addr: str | None) -> tuple:
         """Set the request id and audit context; start the timer. Returns the state `end` and
@@ -111,7 +112,7 @@ def init_app(app: Flask, core: Rolegate) -> RequestHooks:
     def _end(_error: BaseException | None) -> None:
         hooks.end(g.pop("rolegate_request_token", None), g.pop("rolegate_audit_context", None))
 
-    hooks.flask_hooks = (_begin, _finish, _end)  # type: ignore[attr-defined]
+    hooks.flask_hooks = (_begin, _finish, _end)
     return hooks
 
 
