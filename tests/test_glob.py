@@ -1,0 +1,138 @@
+"""globMatch: the engine's linear-time matcher against Casbin's own glob_match."""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+
+import pytest
+from casbin.util.builtin_operators import glob_match
+from wcmatch._wcparse import PatternLimitException
+
+from rolegate.engine import patterns
+from rolegate.engine.glob import GlobError, compile_glob, glob_problem
+
+PATTERN_TOKENS = (
+    "/", "/", "/", ".", "*", "**", "?", "[", "]", "!", "^", "-", "{", "}", ",", "\\",
+    "a", "b", "c", "é", "日", "[a-c]", "[!a]", "[^b-]", "[]a]", "[c-a]", "{a,b}", "{,/a}",
+    "[[:alpha:]]", "\\*", "\\[", "\\.", "\\/", "/**/", "*/", "/**", ".a", "\n",
+)  # fmt: skip
+RESOURCE_CHARS = "//./abcé日-*?[]{},\\!^\n"
+CASES = int(os.environ.get("GLOB_FUZZ_CASES", "6000"))
+
+
+def random_pattern(rng: random.Random) -> str:
+    return "".join(rng.choice(PATTERN_TOKENS) for _ in range(rng.randint(0, 7)))
+
+
+def resource_like(rng: random.Random, pattern: str) -> str:
+    """A resource near `pattern`: its characters, some replaced or dropped, so matches happen."""
+    chars = []
+    for char in pattern:
+        roll = rng.random()
+        if char in "*?[]{}\\" and roll < 0.6:
+            chars.append(rng.choice("abc./" if char == "*" else "abc."))
+        elif roll < 0.1:
+            continue
+        elif roll < 0.2:
+            chars.append(rng.choice(RESOURCE_CHARS))
+        else:
+            chars.append(char)
+    return "".join(chars)
+
+
+def random_resource(rng: random.Random, pattern: str) -> str:
+    if rng.random() < 0.5:
+        return resource_like(rng, pattern)
+    return "".join(rng.choice(RESOURCE_CHARS) for _ in range(rng.randint(0, 10)))
+
+
+def casbin_answer(resource: str, pattern: str) -> bool | type[Exception]:
+    try:
+        return bool(glob_match(resource, pattern))
+    except Exception:
+        return Exception
+
+
+def engine_answer(resource: str, pattern: str) -> bool | type[Exception]:
+    try:
+        return compile_glob(pattern)(resource)
+    except GlobError:
+        return Exception
+
+
+def test_random_patterns_answer_as_casbin():
+    seed = int(os.environ.get("GLOB_FUZZ_SEED", random.randrange(2**32)))
+    rng = random.Random(seed)
+    matched = 0
+    for _ in range(CASES):
+        pattern = random_pattern(rng)
+        resource = random_resource(rng, pattern)
+        expected = casbin_answer(resource, pattern)
+        assert engine_answer(resource, pattern) == expected, (
+            f"seed={seed} pattern={pattern!r} resource={resource!r} casbin={expected}"
+        )
+        matched += expected is True
+    assert matched > CASES // 20, f"seed={seed}: too few matching cases to mean anything"
+
+
+@pytest.mark.parametrize(
+    ("pattern", "resource", "expected"),
+    [
+        ("/a/*", "/a/.hidden", False),  # `*` does not match a leading dot
+        ("/a/.*", "/a/.hidden", True),
+        ("/a/?x", "/a/.x", False),
+        ("/**/x", "/.git/x", False),  # nor `**`
+        ("/a/*", "/a/b/c", False),  # `*` stays in its segment
+        ("/a/**", "/a", True),  # Casbin's `/**` also matches the directory itself
+        ("/a/**", "/a/b/c", True),
+        ("/{a,b}/x", "/b/x", True),
+        ("/[!a]x", "/bx", True),
+        ("/[^a]x", "/ax", False),
+        ("/\\*", "/*", True),
+        ("/\\*", "/a", False),
+        ("*/x", "/x", True),  # Casbin drops the star of a leading `*/`
+        ("/a***b", "/ab", True),  # `***` inside a segment is `*`
+    ],
+)
+def test_glob_semantics_match_casbin(pattern, resource, expected):
+    assert glob_match(resource, pattern) is expected
+    assert compile_glob(pattern)(resource) is expected
+
+
+def test_pattern_casbin_refuses_fails_every_check():
+    too_many_braces = "/{a,b}" * 11  # 2048 expansions, over wcmatch's limit of 1000
+    with pytest.raises(PatternLimitException):
+        glob_match("/a", too_many_braces)
+    matcher = patterns.compile_matcher("globMatch", too_many_braces)
+    assert patterns.pattern_problem(matcher) is not None
+    assert glob_problem(too_many_braces) is not None
+    assert glob_problem("/a/**/*.txt") is None
+
+
+def test_backtracking_pattern_answers_in_linear_time():
+    pattern = "/**/a/**/a/**/a/**/a/**/b"
+    matcher = patterns.compile_matcher("globMatch", pattern)
+    short = "/a" * 30
+    started = time.perf_counter()
+    assert glob_match(short, pattern) is False  # Casbin: exponential in the resource
+    casbin_seconds = time.perf_counter() - started
+    long = "/a" * 1500  # 3,000 characters
+    started = time.perf_counter()
+    assert matcher(long) is False
+    assert matcher(long + "/b") is True
+    assert matcher("/x" + "/a" * 1500 + "/.b") is False
+    engine_seconds = time.perf_counter() - started
+    assert engine_seconds < max(casbin_seconds, 1.0)
+
+
+def test_distinct_resources_stay_linear():
+    """Resources that never repeat a step (every window differs) still cost per character."""
+    pattern = "/**/a*b/**/[!x]?c/**"
+    matcher = patterns.compile_matcher("globMatch", pattern)
+    rng = random.Random(7)
+    resource = "/" + "".join(rng.choice("abcdefghij/é") for _ in range(3000))
+    started = time.perf_counter()
+    matcher(resource)
+    assert time.perf_counter() - started < 2.0
