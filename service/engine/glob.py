@@ -34,7 +34,7 @@ sre: Any = importlib.import_module("re._constants")
 
 FLAGS = wcglob.GLOBSTAR | wcglob.BRACE  # what Casbin's glob_match passes
 MAX_STATES = 200_000  # a bigger automaton is refused (braces expand to at most 1000 patterns)
-MAX_CACHED_STEPS = 20_000  # per pattern; the cache is cleared when full
+MAX_CACHED_STEPS = 50_000  # shared by all patterns (a few MB); cleared when full
 
 
 class GlobError(Exception):
@@ -230,7 +230,6 @@ class _Automaton:
         self.nodes = nodes
         self.start = frozenset((start,))
         self.reach = reach
-        self.steps: dict[tuple[frozenset[int], str, str], frozenset[int]] = {}
 
     def closure(self, states: frozenset[int], text: str, pos: int) -> set[int]:
         """The states reachable from `states` without consuming a character at `pos`."""
@@ -280,11 +279,11 @@ class _Automaton:
         the characters lookarounds may inspect (exactly what a step depends on)."""
         states = self.start
         reach = self.reach + 2  # `^` and `$` look one character beyond
-        steps = self.steps
+        steps = _STEPS
         for pos in range(len(text)):
             if not states:
                 return False
-            key = (states, text[max(0, pos - reach) : pos], text[pos : pos + reach + 1])
+            key = (self, states, text[max(0, pos - reach) : pos], text[pos : pos + reach + 1])
             following = steps.get(key)
             if following is None:
                 if len(steps) >= MAX_CACHED_STEPS:
@@ -292,6 +291,10 @@ class _Automaton:
                 following = steps[key] = self.step(states, text, pos)
             states = following
         return self.accepts(states, text, len(text))
+
+
+# (automaton, live states, text before, text from the position) -> live states after the step
+_STEPS: dict[tuple[_Automaton, frozenset[int], str, str], frozenset[int]] = {}
 
 
 def compile_glob(pattern: str) -> Callable[[str], bool]:
