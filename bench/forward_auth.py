@@ -2,7 +2,7 @@
 proxying with no auth, in the same run. Not a test: it prints numbers and the ratio.
 
 One nginx process (the docs' snippet from docs/gateways.md, plus a no-auth server and an
-upstream that answers `return 200`), `rolegate serve` (gunicorn) on SQLite with the sample
+upstream that answers `return 200`), `rolegate serve` on SQLite with the sample
 policies, wrk on the same machine. Only 127.0.0.1. Needs nginx and wrk (Debian packages).
 
     python bench/forward_auth.py [--duration 10s] [--connections 16] [--workers 2]
@@ -80,7 +80,7 @@ def main() -> None:
     parser.add_argument("--duration", default="10s")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers of Rolegate")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes of Rolegate")
     args = parser.parse_args()
     for binary in ("nginx", "wrk"):
         if shutil.which(binary) is None:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# HTTP benchmark: wrk against `rolegate serve` (gunicorn, 2 workers) for /v1/check and
+# HTTP benchmark: wrk against `rolegate serve` (2 workers) for /v1/check and
 # /v1/check/batch (100 checks), and against a bare Flask hello (bench/hello_app.py) under the
-# same gunicorn settings, in the same run. Prints req/s, p50/p99 and the ratio to bare Flask.
+# same server settings, in the same run. Prints req/s, p50/p99 and the ratio to bare Flask.
 # Only 127.0.0.1. Needs wrk (Debian: apt-get install -y wrk).
 #
 #   bench/http.sh                 # 100 orgs, 10 s per run
@@ -98,7 +98,7 @@ run_wrk() {  # name url [script]
   eval "RPS_${name//-/_}=$rps"
 }
 
-echo "wrk: $THREADS threads, $CONNECTIONS connections, $DURATION each; gunicorn $WORKERS workers"
+echo "wrk: $THREADS threads, $CONNECTIONS connections, $DURATION each; $WORKERS workers"
 run_wrk hello "http://127.0.0.1:$HELLO_PORT/"
 run_wrk check "http://127.0.0.1:$PORT/v1/check" "$WORK/check.lua"
 run_wrk batch "http://127.0.0.1:$PORT/v1/check/batch" "$WORK/batch.lua"

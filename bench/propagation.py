@@ -1,6 +1,6 @@
 """Change propagation across instances: how long until every worker decides with a new revision.
 
-Starts 2 `rolegate serve` instances x 2 gunicorn workers against one (new, dropped afterwards)
+Starts 2 `rolegate serve` instances x 2 workers against one (new, dropped afterwards)
 PostgreSQL database, then makes changes through the org admin API of alternating instances. For
 each change and each of the 4 workers, the latency is the worker's own `revision_applied_at`
 (from /readyz, same machine clock) minus the moment the write request was sent, so it includes

@@ -33,6 +33,7 @@ the escalation rule, but gets every other check.
 from __future__ import annotations
 
 import getpass
+import os
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -81,19 +82,24 @@ class Caller:
 
     @classmethod
     def operator(cls, name: str | None = None) -> Caller:
-        """The local operator `cli:<os user>`."""
-        if name is None:
-            try:
-                name = getpass.getuser()
-            except (KeyError, OSError):
-                name = "unknown"
-        return cls(f"cli:{name}")
+        """The local operator `cli:<os user>` (or `cli:<name>`)."""
+        return cls(operator_actor(name))
+
+
+def operator_actor(name: str | None = None) -> str:
+    """`cli:<os user>` (`cli:uid<n>` when the user has no name), the CLI's change-log actor."""
+    if name is None:
+        try:
+            name = getpass.getuser()
+        except (KeyError, OSError):
+            name = f"uid{os.getuid()}"
+    return f"cli:{name}"
 
 
 # --------------------------------------------------------------------------- input checks
 
 
-def check_fields(
+def validate_fields(
     data: Any, required: Iterable[str], optional: Iterable[str] = (), where: str = ""
 ) -> dict:
     """`data` must be an object with every required field and nothing unknown."""
@@ -109,7 +115,7 @@ def check_fields(
     return data
 
 
-def check_value(value: Any, field_name: str) -> str:
+def validate_value(value: Any, field_name: str) -> str:
     """A name that can be stored in a rule as is (what `PolicyStore` would accept)."""
     value = validate_text(value, field_name)
     problem = rule_problem(("g", value, "x", "x"))
@@ -119,19 +125,19 @@ def check_value(value: Any, field_name: str) -> str:
     return value
 
 
-def check_org(value: Any, field_name: str = "org") -> str:
+def validate_org_value(value: Any, field_name: str = "org") -> str:
     """An org id of the one grammar (`rolegate.identifiers`): 400 `invalid_org_id` otherwise."""
-    return check_org_id(check_value(validate_org(value, field_name), field_name), field_name)
+    return check_org_id(validate_value(validate_org(value, field_name), field_name), field_name)
 
 
-def check_subject(value: Any, field_name: str = "subject") -> str:
-    subject = check_subject_id(check_value(value, field_name), field_name)
+def validate_subject(value: Any, field_name: str = "subject") -> str:
+    subject = check_subject_id(validate_value(value, field_name), field_name)
     if subject.startswith(SUBJECT_PREFIX):
         raise InvalidRequest(f"{field_name}: {subject!r} is an API key: use the api-keys endpoints")
     return subject
 
 
-def check_roles(value: Any, field_name: str = "roles") -> tuple[str, ...]:
+def validate_roles(value: Any, field_name: str = "roles") -> tuple[str, ...]:
     """1 to MAX_ROLES distinct role names."""
     if not isinstance(value, list):
         raise InvalidRequest(f"{field_name}: expected a list of role names")
@@ -139,7 +145,7 @@ def check_roles(value: Any, field_name: str = "roles") -> tuple[str, ...]:
         raise InvalidRequest(f"{field_name}: give at least one role (remove a member instead)")
     if len(value) > MAX_ROLES:
         raise InvalidRequest(f"{field_name}: at most {MAX_ROLES} roles")
-    roles = tuple(check_value(role, f"{field_name}[{i}]") for i, role in enumerate(value))
+    roles = tuple(validate_value(role, f"{field_name}[{i}]") for i, role in enumerate(value))
     if len(set(roles)) != len(roles):
         raise InvalidRequest(f"{field_name}: a role is listed twice")
     return roles
@@ -149,7 +155,7 @@ def parse_expiry(value: Any, now: datetime | None = None) -> str | None:
     """An ISO 8601 instant with a UTC offset, in the future; stored as UTC text."""
     if value is None:
         return None
-    text = validate_text(value, "expires_at", max_bytes=64)
+    text = validate_text(value, "expires_at", max_length=64)
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
@@ -516,8 +522,8 @@ class OrgAdmin:
         self, caller: Caller, org: str, admin: str, name: str | None = None
     ) -> dict[str, Any]:
         """A new org with `admin` as its first admin (platform admins only)."""
-        org = check_org(org, "id")
-        admin = check_subject(admin, "admin")
+        org = validate_org_value(org, "id")
+        admin = validate_subject(admin, "admin")
         if name is not None:
             name = validate_text(name, "name")
         self._authorize_platform(caller)
@@ -536,7 +542,7 @@ class OrgAdmin:
 
     def delete_org(self, caller: Caller, org: str) -> dict[str, Any]:
         """Offboard: revoke the org's API keys, then remove every rule of the org at once."""
-        org = check_org(org)
+        org = validate_org_value(org)
         self._authorize_platform(caller)
         snapshot = self._snapshot()
         if org not in snapshot.domains:
@@ -567,7 +573,7 @@ class OrgAdmin:
         self, caller: Caller, org: str, *, limit: int = DEFAULT_PAGE, after: str | None = None
     ) -> dict[str, Any]:
         """Members (API keys excluded) with direct and inherited roles, by subject, paginated."""
-        org = check_org(org)
+        org = validate_org_value(org)
         snapshot = self._snapshot()
         self._authorize(caller, org, (MEMBERS, "read"), (AUDIT, "audit"), snapshot=snapshot)
         members = reads.direct_memberships(snapshot, org)
@@ -620,9 +626,9 @@ class OrgAdmin:
         self, caller: Caller, org: str, subject: str, roles: Any
     ) -> dict[str, Any]:
         """Make `roles` the member's direct roles (adds the member when new)."""
-        org = check_org(org)
-        subject = check_subject(subject)
-        roles = check_roles(roles)
+        org = validate_org_value(org)
+        subject = validate_subject(subject)
+        roles = validate_roles(roles)
 
         def plan(snapshot: Snapshot) -> _Plan:
             base = self._authorize(caller, org, (MEMBERS, "manage"), snapshot=snapshot)
@@ -633,8 +639,8 @@ class OrgAdmin:
         return self._commit(caller, plan)
 
     def remove_member(self, caller: Caller, org: str, subject: str) -> dict[str, Any]:
-        org = check_org(org)
-        subject = check_subject(subject)
+        org = validate_org_value(org)
+        subject = validate_subject(subject)
 
         def plan(snapshot: Snapshot) -> _Plan:
             base = self._authorize(caller, org, (MEMBERS, "manage"), snapshot=snapshot)
@@ -662,7 +668,7 @@ class OrgAdmin:
 
     def bulk_set_roles(self, caller: Caller, org: str, items: Any) -> dict[str, Any]:
         """Set many members' roles: per-item results; the valid items go in as one change set."""
-        org = check_org(org)
+        org = validate_org_value(org)
         if not isinstance(items, list):
             raise InvalidRequest("items: expected a list of {subject, roles} objects")
         if not items:
@@ -673,11 +679,11 @@ class OrgAdmin:
         for index, item in enumerate(items):
             where = f"items[{index}]."
             try:
-                check_fields(item, ("subject", "roles"), where=where)
+                validate_fields(item, ("subject", "roles"), where=where)
                 parsed.append(
                     (
-                        check_subject(item["subject"], f"{where}subject"),
-                        check_roles(item["roles"], f"{where}roles"),
+                        validate_subject(item["subject"], f"{where}subject"),
+                        validate_roles(item["roles"], f"{where}roles"),
                     )
                 )
             except RolegateError as error:
@@ -730,7 +736,7 @@ class OrgAdmin:
 
     def list_rules(self, caller: Caller, org: str) -> dict[str, Any]:
         """The org's own `p` rules and role -> role links (memberships are the members API's)."""
-        org = check_org(org)
+        org = validate_org_value(org)
         snapshot = self._snapshot()
         self._authorize(caller, org, (RULES, "manage"), snapshot=snapshot)
         members = reads.direct_memberships(snapshot, org)
@@ -745,7 +751,7 @@ class OrgAdmin:
         self, caller: Caller, org: str, rules: Any, *, remove: bool = False
     ) -> dict[str, Any]:
         """Add (or remove) org rules as one change set; all or nothing."""
-        org = check_org(org)
+        org = validate_org_value(org)
         if not isinstance(rules, list) or not rules:
             raise InvalidRequest("rules: expected a non-empty list of rule objects")
         if len(rules) > MAX_RULES:
@@ -827,9 +833,9 @@ class OrgAdmin:
         self, caller: Caller, org: str, name: Any, roles: Any, expires_at: Any = None
     ) -> dict[str, Any]:
         """A key acting as `apikey:<id>` with exactly `roles` in `org`; the secret is shown once."""
-        org = check_org(org)
+        org = validate_org_value(org)
         name = validate_text(name, "name")
-        roles = check_roles(roles)
+        roles = validate_roles(roles)
         expiry = parse_expiry(expires_at)
         keys = self.core.api_keys
         key_id = keys.new_id()
@@ -852,15 +858,15 @@ class OrgAdmin:
         return {**key.to_dict(), "key": full_key, "revision": result["revision"]}
 
     def list_api_keys(self, caller: Caller, org: str) -> dict[str, Any]:
-        org = check_org(org)
+        org = validate_org_value(org)
         self._authorize(caller, org, (API_KEYS, "manage"), snapshot=self._snapshot())
         keys = [key.to_dict() for key in self.core.api_keys.list(org)]
         return {"org": org, "api_keys": keys}
 
     def revoke_api_key(self, caller: Caller, org: str, key_id: Any) -> dict[str, Any]:
         """Revoke at once (the row), then drop the key's role links (one change set)."""
-        org = check_org(org)
-        key_id = validate_text(key_id, "id", max_bytes=64)
+        org = validate_org_value(org)
+        key_id = validate_text(key_id, "id", max_length=64)
         self._authorize(caller, org, (API_KEYS, "manage"), snapshot=self._snapshot())
         key = self.core.api_keys.get(key_id)
         if key is None or key.org != org:
@@ -923,24 +929,24 @@ def rule_from_dict(data: Any, org: str, where: str = "") -> Rule:
         raise InvalidRequest(f"{where.rstrip('.') or 'rule'}: expected a JSON object")
     kind = data.get("type")
     if kind == "p":
-        check_fields(data, ("type", "subject", "resource", "action", "effect"), where=where)
+        validate_fields(data, ("type", "subject", "resource", "action", "effect"), where=where)
         effect = data["effect"]
         if effect not in ("allow", "deny"):
             raise InvalidRequest(f"{where}effect: expected allow or deny")
         rule: Rule = (
             "p",
-            check_value(data["subject"], f"{where}subject"),
+            validate_value(data["subject"], f"{where}subject"),
             org,
-            check_value(data["resource"], f"{where}resource"),
-            check_value(data["action"], f"{where}action"),
+            validate_value(data["resource"], f"{where}resource"),
+            validate_value(data["action"], f"{where}action"),
             effect,
         )
     elif kind == "g":
-        check_fields(data, ("type", "member", "role"), where=where)
+        validate_fields(data, ("type", "member", "role"), where=where)
         rule = (
             "g",
-            check_value(data["member"], f"{where}member"),
-            check_value(data["role"], f"{where}role"),
+            validate_value(data["member"], f"{where}member"),
+            validate_value(data["role"], f"{where}role"),
             org,
         )
     else:
@@ -954,7 +960,17 @@ def rule_from_dict(data: Any, org: str, where: str = "") -> Rule:
 __all__ = [
     "Caller",
     "OrgAdmin",
-    "check_fields",
+    "validate_fields",
+    "operator_actor",
+    "validate_fields",
     "rule_from_dict",
     "rule_to_dict",
 ]
+
+
+# Former names (they validate, they do not decide), kept for one release.
+check_fields = validate_fields
+check_value = validate_value
+check_org = validate_org_value
+check_subject = validate_subject
+check_roles = validate_roles

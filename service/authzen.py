@@ -38,7 +38,7 @@ from .audit.queries import (
     who_can,
 )
 from .config import Settings
-from .core import MAX_BATCH, MAX_NAME_CHARS, MAX_RESOURCE_BYTES, CheckInput, Rolegate, validate_text
+from .core import MAX_BATCH, MAX_NAME_CHARS, MAX_RESOURCE_CHARS, CheckInput, Rolegate, validate_text
 from .engine import CheckRequest
 from .errors import (
     ConfigError,
@@ -106,7 +106,7 @@ def _properties(data: dict, where: str) -> Mapping[str, Any]:
 
 
 def parse_entity(
-    data: Any, where: str, *, needs_id: bool = True, max_id_bytes: int = MAX_RESOURCE_BYTES // 2
+    data: Any, where: str, *, needs_id: bool = True, max_id_bytes: int = MAX_RESOURCE_CHARS // 2
 ) -> Entity:
     """`{type, id, properties?}`; `id` is read only when `needs_id` (an input, not a target)."""
     if data is None:
@@ -119,7 +119,7 @@ def parse_entity(
     if needs_id:
         if "id" not in data:
             raise InvalidRequest(f"{where}.id: required")
-        entity_id = validate_text(data["id"], f"{where}.id", max_bytes=max_id_bytes)
+        entity_id = validate_text(data["id"], f"{where}.id", max_length=max_id_bytes)
     return Entity(kind, entity_id, _properties(data, where))
 
 
@@ -193,7 +193,7 @@ def parse_page(body: dict) -> tuple[int, str | None]:
     token = page.get("token")
     if token in (None, ""):
         return limit, None
-    return limit, validate_text(token, "page.token", max_bytes=2048)
+    return limit, validate_text(token, "page.token", max_length=2048)
 
 
 # --------------------------------------------------------------------------- the mapping
@@ -360,14 +360,14 @@ class AuthzenService:
     ) -> dict[str, Any]:
         subject, resource = evaluation.subject, evaluation.resource
         path = validate_text(
-            self.mapping.resource_path(resource), "resource", max_bytes=MAX_RESOURCE_BYTES
+            self.mapping.resource_path(resource), "resource", max_length=MAX_RESOURCE_CHARS
         )
         check = CheckInput(resource=path, action=evaluation.action, org=org)
         request = self._on_behalf(principal, check, subject)
         if request is None:
             return {"decision": False}
         request = self._with_owner(request, subject, resource, attributes)
-        payload = self.core.check(
+        result = self.core.check(
             principal,
             replace(
                 check,
@@ -377,13 +377,13 @@ class AuthzenService:
                 explain=explain,
             ),
         )
-        answer: dict[str, Any] = {"decision": payload["allowed"]}
+        answer: dict[str, Any] = {"decision": result.allowed}
         if explain:
             answer["context"] = {
-                "decision_id": payload["decision_id"],
-                "revision": payload["revision"],
-                "resource": payload["resource"],
-                "reason": payload["reason"],
+                "decision_id": result.decision_id,
+                "revision": result.revision,
+                "resource": result.resource,
+                "reason": result.reason,
             }
         return answer
 
@@ -441,7 +441,7 @@ class AuthzenService:
         action = parse_action(body.get("action"))
         resource = parse_entity(body.get("resource"), "resource")
         path = validate_text(
-            self.mapping.resource_path(resource), "resource", max_bytes=MAX_RESOURCE_BYTES
+            self.mapping.resource_path(resource), "resource", max_length=MAX_RESOURCE_CHARS
         )
         own = self.core.request_for(principal, CheckInput(path, action, org=org))
         self.core.require_evaluate(own)
@@ -505,7 +505,7 @@ class AuthzenService:
         subject = parse_entity(body.get("subject"), "subject", max_id_bytes=MAX_NAME_CHARS)
         resource = parse_entity(body.get("resource"), "resource")
         path = validate_text(
-            self.mapping.resource_path(resource), "resource", max_bytes=MAX_RESOURCE_BYTES
+            self.mapping.resource_path(resource), "resource", max_length=MAX_RESOURCE_CHARS
         )
         request = self._on_behalf(principal, CheckInput(path, "-", org=org), subject)
         keyed: list[tuple[str, dict]] = []

@@ -6,16 +6,16 @@ It ties settings, identity, engine and store together and holds no web state:
     core.start(sync_policies=True)
     principal = core.authenticate("Bearer eyJ...")
     result = core.check(principal, parse_check_input({"resource": "/projects/1", "action": "read"}))
+    result.allowed, result.decision_id        # a DecisionResult (rolegate.results)
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import os
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +28,8 @@ from .config import Settings, shipped_path
 from .engine import CheckRequest, Decision, Engine, Snapshot, reads
 from .errors import Forbidden, InvalidRequest, ServiceUnavailable
 from .identity import Principal, TokenVerifier
+from .policy.watch import read_reload_error
+from .results import BatchResult, DecisionResult, Readiness, new_decision_id
 from .store import ChangeSet, PolicyStore, read_policy_dir
 from .subject_attributes import SubjectAttributeStore, read_attributes_file
 from .sync import PolicySync
@@ -39,7 +41,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("rolegate")
 
-MAX_RESOURCE_BYTES = 2048
+MAX_RESOURCE_CHARS = 2048
 MAX_BATCH = 1000
 MAX_REVISION = 2**63 - 1
 # Requests of one worker that may wait for a policy revision at once; more get 503 at once.
@@ -57,6 +59,9 @@ CHECK_FIELDS = {
     "min_revision": False,
     "subject": False,
 }
+IN_MEMORY_STORE_URL = "sqlite://"  # Rolegate.offline over a policy dir
+# /readyz's last_reload_error for a failed store reload (the details go to the log only).
+STORE_RELOAD_FAILED = "the last reload from the policy store failed (details in the log)"
 # Deciding for a subject other than the caller's own (a PEP): this permission in the org.
 AUTHZEN_RESOURCE = "/authzen"
 EVALUATE_ACTION = "evaluate"
@@ -79,6 +84,8 @@ def validate_min_revision(value: Any, field: str = "min_revision") -> int | None
     """None, or a revision number (an integer from 0): read-your-writes for a check."""
     if value is None:
         return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # JSON has one number type: 7.0 is the integer 7
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_REVISION:
         raise InvalidRequest(f"{field}: expected a revision number (an integer from 0)")
     return value
@@ -107,7 +114,7 @@ def parse_check_input(data: Any, where: str = "") -> CheckInput:
     subject = data.get("subject")
     return CheckInput(
         resource=validate_text(
-            data["resource"], "resource", max_bytes=MAX_RESOURCE_BYTES, where=where
+            data["resource"], "resource", max_length=MAX_RESOURCE_CHARS, where=where
         ),
         action=validate_text(data["action"], "action", where=where),
         org=None if org is None else validate_org(org, where=where),
@@ -141,36 +148,8 @@ def refuse_role_subject(snapshot: Snapshot, principal: Principal) -> None:
         raise Forbidden(f"the caller is refused: {problem}", code="subject_is_role")
 
 
-def decision_payload(
-    request: CheckRequest,
-    decision: Decision,
-    explain: bool,
-    engine: Engine | None = None,
-    snapshot: Snapshot | None = None,
-    *,
-    nearest: bool = True,
-) -> dict[str, Any]:
-    payload: dict[str, Any] = {
-        "allowed": decision.allowed,
-        "subject": request.subject,
-        "org": request.org,
-        "resource": request.resource,
-        "action": request.action,
-        "decision_id": os.urandom(16).hex(),
-        "revision": decision.revision,
-    }
-    if explain:
-        payload["reason"] = decision.reason
-        if engine is not None and not decision.allowed:
-            from .engine.explain import explain_denial
-
-            payload["reason"].update(
-                explain_denial(engine, request, decision, snapshot, nearest=nearest)
-            )
-    return payload
-
-
-DecisionListener = Callable[[Principal, CheckRequest, Decision, Mapping[str, Any]], None]
+# Called with every decision made (the decision log, metrics); never changes or aborts it.
+DecisionListener = Callable[[Principal, CheckRequest, Decision, DecisionResult], None]
 
 
 class Rolegate:
@@ -211,9 +190,29 @@ class Rolegate:
             for warning in verifier.startup_warnings():
                 log.warning(warning)
         core = cls(settings, engine, store, verifier)
-        core.decision_log = DecisionLog.from_settings(settings, store.engine)
+        core.decision_log = DecisionLog.from_settings(settings, store.sql_engine)
         if core.decision_log is not None:
             core.decision_listeners.append(core.decision_log.record)
+        return core
+
+    @classmethod
+    def offline(cls, settings: Settings, policy_dir: Path | None = None) -> Rolegate:
+        """A loaded core for one-shot commands (`rolegate check`, the audit views): no token
+        verifier, no decision log, no sync. It decides over the configured store, or over the
+        rules of `policy_dir` (imported into a private in-memory store), exactly as the service
+        does. Close it when done."""
+        engine = Engine.from_model_file(settings.model_path, default_role=settings.default_role)
+        if policy_dir is None:
+            core = cls(settings, engine, PolicyStore.from_url(settings.database_url))
+            core.start()
+            return core
+        settings = settings.replace(policy_dir=str(policy_dir))
+        core = cls(settings, engine, PolicyStore.from_url(IN_MEMORY_STORE_URL))
+        try:
+            core.start(sync_policies=True)
+        except BaseException:
+            core.close()
+            raise
         return core
 
     # -- policy lifecycle ---------------------------------------------------------------------
@@ -332,6 +331,26 @@ class Rolegate:
             return None
         return max(0, self.store_revision - self.engine.revision)
 
+    def readiness(self) -> Readiness:
+        """What `/readyz` reports for this process."""
+        snapshot = self.engine.snapshot
+        return Readiness(
+            ready=self.loaded,
+            revision=snapshot.revision,
+            rules=snapshot.rule_count,
+            engine_mode=self.engine.mode,
+            engine_mode_reason=self.engine.shape.reason,
+            last_reload_error=STORE_RELOAD_FAILED
+            if self.last_reload_error
+            else read_reload_error(self.settings.data_path),
+            stale=self.stale,
+            store_revision=self.store_revision,
+            lag=self.lag,
+            revision_applied_at=self.revision_applied_at,
+            listening=bool(self.sync and self.sync.listening),
+            shadow=self.shadow.status() if self.shadow is not None else None,
+        )
+
     def ensure_revision(self, min_revision: int | None) -> None:
         """Read-your-writes: the engine has `min_revision` after at most one catch-up with the
         store, else an error at once: 400 `revision_ahead` when the store itself has no such
@@ -415,12 +434,12 @@ class Rolegate:
     @functools.cached_property
     def api_keys(self) -> ApiKeyStore:
         """The API key table (same database as the policy store)."""
-        return ApiKeyStore.from_settings(self.store.engine, self.settings)
+        return ApiKeyStore.from_settings(self.store.sql_engine, self.settings)
 
     @functools.cached_property
     def subject_attributes(self) -> SubjectAttributeStore:
         """Subject attributes, the PIP of AuthZEN requests (same database as the store)."""
-        return SubjectAttributeStore(self.store.engine)
+        return SubjectAttributeStore(self.store.sql_engine)
 
     def catch_up(self, revision: int, changes: ChangeSet) -> None:
         """After this process wrote `changes` as `revision`: decide with them from now on."""
@@ -514,23 +533,25 @@ class Rolegate:
 
     # -- decisions ----------------------------------------------------------------------------
 
-    def _notify(self, principal: Principal, request: CheckRequest, decision: Decision, payload):
+    def _notify(self, principal: Principal, result: DecisionResult) -> None:
         for listener in self.decision_listeners:
             try:
-                listener(principal, request, decision, payload)
+                listener(principal, result.request, result.decision, result)
             except Exception:  # a listener (audit sink) never changes or aborts a decision
                 log.exception("decision listener failed")
 
-    def check(self, principal: Principal, check: CheckInput) -> dict[str, Any]:
+    def check(self, principal: Principal, check: CheckInput) -> DecisionResult:
+        """Decide `check` for `principal` (or on behalf of `check.subject`); listeners hear it."""
         request = self.request_as(principal, check)
         self.ensure_revision(check.min_revision)
         snapshot = self.engine.snapshot
         decision = self.engine.check(request, snapshot)
-        payload = decision_payload(request, decision, check.explain, self.engine, snapshot)
-        self._notify(principal, request, decision, payload)
-        return payload
+        result = self._result(request, decision, check.explain, snapshot)
+        self._notify(principal, result)
+        return result
 
-    def check_batch(self, principal: Principal, checks: Sequence[CheckInput]) -> dict[str, Any]:
+    def check_batch(self, principal: Principal, checks: Sequence[CheckInput]) -> BatchResult:
+        """Decide every check on one snapshot, in order; listeners hear each decision."""
         requests = [self.request_as(principal, check) for check in checks]
         wanted = [check.min_revision for check in checks if check.min_revision is not None]
         self.ensure_revision(max(wanted) if wanted else None)
@@ -540,12 +561,44 @@ class Rolegate:
         for check, request, decision in zip(checks, requests, decisions, strict=True):
             nearest = explained < MAX_NEAREST_PER_BATCH
             explained += check.explain and not decision.allowed
-            payload = decision_payload(
-                request, decision, check.explain, self.engine, snapshot, nearest=nearest
-            )
-            self._notify(principal, request, decision, payload)
-            results.append(payload)
-        return {"results": results, "revision": snapshot.revision}
+            result = self._result(request, decision, check.explain, snapshot, nearest=nearest)
+            self._notify(principal, result)
+            results.append(result)
+        return BatchResult(tuple(results), snapshot.revision)
+
+    def _result(
+        self,
+        request: CheckRequest,
+        decision: Decision,
+        explain: bool,
+        snapshot: Snapshot,
+        *,
+        nearest: bool = True,
+    ) -> DecisionResult:
+        """The result of one decision; an explained denial says what would allow it."""
+        denial = None
+        if explain and not decision.allowed:
+            from .engine.explain import explain_denial
+
+            denial = explain_denial(self.engine, request, decision, snapshot, nearest=nearest)
+        return DecisionResult(request, decision, new_decision_id(), explain=explain, denial=denial)
+
+    def check_as(
+        self,
+        subject: str,
+        org: str,
+        resource: str,
+        action: str,
+        *,
+        owner: str = "",
+        explain: bool = False,
+    ) -> DecisionResult:
+        """`check` as `subject` itself would ask it in `org` (no token roles): `rolegate check`."""
+        kind = "api_key" if subject.startswith(API_KEY_PREFIX) else "user"
+        principal = Principal(subject, org, (), None, None, kind=kind)
+        return self.check(
+            principal, CheckInput(resource, action, org=org, owner=owner, explain=explain)
+        )
 
     def is_allowed(self, subject: str, org: str, resource: str, action: str) -> Decision:
         """Decide for a subject directly (CLI, management API's own authorization)."""
@@ -573,9 +626,10 @@ def default_policy_dir() -> Path:
 
 __all__ = [
     "MAX_BATCH",
+    "BatchResult",
     "CheckInput",
+    "DecisionResult",
     "Rolegate",
-    "decision_payload",
     "parse_check_input",
     "refuse_role_subject",
     "validate_org",

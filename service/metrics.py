@@ -238,7 +238,7 @@ def _token_failure_code(challenge: str) -> str | None:
 _decided_in_request = threading.local()  # a request runs on one thread: its decision count
 
 
-def count_decision(_principal: Any, _request: Any, decision: Any, _payload: Any) -> None:
+def count_decision(_principal: Any, _request: Any, decision: Any, _result: Any) -> None:
     """Decision listener: count by result; the request's count gives the batch size."""
     get().decisions_by_result[decision.allowed].inc()
     _decided_in_request.count = getattr(_decided_in_request, "count", 0) + 1

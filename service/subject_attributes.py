@@ -47,8 +47,8 @@ class SubjectRecord:
     attributes: Mapping[str, str]
 
 
-def check_name(value: Any, field: str = "name") -> str:
-    name = validate_text(value, field, max_bytes=64)
+def validate_name(value: Any, field: str = "name") -> str:
+    name = validate_text(value, field, max_length=64)
     if not _NAME.fullmatch(name):
         raise InvalidRequest(
             f"{field}: an attribute name starts with a letter and holds letters, digits, "
@@ -57,15 +57,15 @@ def check_name(value: Any, field: str = "name") -> str:
     return name
 
 
-def check_attributes(value: Any, field: str = "attributes") -> Attributes:
+def validate_attributes(value: Any, field: str = "attributes") -> Attributes:
     """An object of at most MAX_ATTRIBUTES name -> non-empty text value."""
     if not isinstance(value, dict):
         raise InvalidRequest(f"{field}: expected an object of attribute name -> text value")
     if len(value) > MAX_ATTRIBUTES:
         raise InvalidRequest(f"{field}: at most {MAX_ATTRIBUTES} attributes")
     return {
-        check_name(name, f"{field}.{name}"): validate_text(
-            text, f"{field}.{name}", max_bytes=MAX_VALUE_BYTES
+        validate_name(name, f"{field}.{name}"): validate_text(
+            text, f"{field}.{name}", max_length=MAX_VALUE_BYTES
         )
         for name, text in value.items()
     }
@@ -108,7 +108,7 @@ def parse_attributes_file(text: str, shown: str) -> list[SubjectRecord]:
 def _header(cells: list[str]) -> list[str]:
     if tuple(cells[:2]) != FIXED_COLUMNS or len(cells) < 3:
         raise InvalidRequest("the header must read `org,subject,<attribute>,...`")
-    names = [check_name(name, "header") for name in cells[2:]]
+    names = [validate_name(name, "header") for name in cells[2:]]
     if len(set(names)) != len(names):
         raise InvalidRequest("header: an attribute is named twice")
     if len(names) > MAX_ATTRIBUTES:
@@ -123,7 +123,7 @@ def _record(header: list[str], cells: list[str]) -> SubjectRecord:
     org = validate_org(cells[0])
     subject = validate_text(cells[1], "subject")
     values = {
-        name: validate_text(value, name, max_bytes=MAX_VALUE_BYTES)
+        name: validate_text(value, name, max_length=MAX_VALUE_BYTES)
         for name, value in zip(header, cells[2:], strict=True)
         if value
     }
@@ -201,7 +201,13 @@ __all__ = [
     "SubjectAttributeStore",
     "SubjectRecord",
     "check_attributes",
+    "validate_attributes",
     "parse_attributes_file",
     "read_attributes_file",
     "subject_attributes",
 ]
+
+
+# Former names, kept for one release.
+check_name = validate_name
+check_attributes = validate_attributes

@@ -95,7 +95,7 @@ class PolicySync:
         return cls(
             core,
             poll_interval=core.settings.poll_interval,
-            listen=core.store.engine.dialect.name == "postgresql",
+            listen=core.store.sql_engine.dialect.name == "postgresql",
         )
 
     @property

@@ -224,7 +224,7 @@ def test_issuer_and_audience_checked(make_live_server, settings):
         ({"resource": "/p", "action": 3}, "action: expected a string"),
         ({"resource": "", "action": "read"}, "resource: must not be empty"),
         ({"resource": "/p\n", "action": "read"}, "resource: contains control characters"),
-        ({"resource": "/p" + "x" * 2048, "action": "read"}, "resource: longer than 2048 bytes"),
+        ({"resource": "/p" + "x" * 2048, "action": "read"}, "resource: longer than 2048"),
         ({"resource": "/p", "action": "read", "explain": "yes"}, "explain"),
         ({"resource": "/p", "action": "read", "colour": "red"}, "colour: unknown field"),
         ({"resource": "/p", "action": "read", "owner": ""}, "owner: must not be empty"),

@@ -417,13 +417,16 @@ def test_cli_decisions_reads_the_log_file(monkeypatch, tmp_path):
     from rolegate.cli import main
     from rolegate.engine import Decision
     from rolegate.identity import Principal
+    from rolegate.results import DecisionResult
 
     path = tmp_path / "decisions.jsonl"
     decision_log = DecisionLog([FileSink(path)])
     principal = Principal("bob", "acme", (), None, None)
     for action, allowed in (("read", True), ("delete", False)):
         request = CheckRequest("bob", "acme", "/projects/1", action)
-        decision_log.record(principal, request, Decision(allowed, 1), {"decision_id": action})
+        decision = Decision(allowed, 1)
+        result = DecisionResult(request, decision, action)
+        decision_log.record(principal, request, decision, result)
     decision_log.close()
     monkeypatch.setenv("ROLEGATE_DECISION_LOG", str(path))
     result = CliRunner().invoke(main, ["decisions", "acme", "--denied", "--format", "json"])

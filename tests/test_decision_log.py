@@ -22,6 +22,7 @@ from rolegate.audit.decision_log import (
 from rolegate.config import Settings
 from rolegate.engine import CheckRequest, Decision
 from rolegate.identity import Principal
+from rolegate.results import DecisionResult
 from rolegate.store import init_schema, make_engine
 
 PRINCIPAL = Principal("bob", "acme", (), "https://issuer.example", "key-1")
@@ -35,7 +36,8 @@ def record(log: DecisionLog, subject="bob", allowed=True, resource="/projects/1"
     request = CheckRequest(subject, "acme", resource, action)
     rule = ("p", "viewer", "*", "/projects/*", "read", "allow") if allowed else None
     decision = Decision(allowed, 3, rule, (subject, "viewer") if allowed else ())
-    log.record(PRINCIPAL, request, decision, {"decision_id": f"d-{subject}-{resource}"})
+    result = DecisionResult(request, decision, f"d-{subject}-{resource}")
+    log.record(PRINCIPAL, request, decision, result)
 
 
 # -- over HTTP: single and batch, context, no token -----------------------------------------
@@ -202,7 +204,9 @@ def test_search_filters_newest_first(kind, db_engine, tmp_path):
     record(decision_log, "carol", False, "/projects/2", "delete")
     record(decision_log, "bob", False, "/documents/1", "delete")
     other = CheckRequest("bob", "globex", "/projects/1", "read")
-    decision_log.record(PRINCIPAL, other, Decision(True, 3), {"decision_id": "g"})
+    decision_log.record(
+        PRINCIPAL, other, Decision(True, 3), DecisionResult(other, Decision(True, 3), "g")
+    )
     decision_log.flush()
 
     def search(**filters):

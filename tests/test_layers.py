@@ -196,3 +196,13 @@ def test_tables_are_created_by_the_migrations_only():
         )
     }
     assert creating == set()
+
+
+def test_every_table_is_declared_in_the_store_schema_module():
+    declaring = {
+        module
+        for module, path in MODULES.items()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Call) and ast.unparse(node.func) in {"sa.Table", "Table"}
+    }
+    assert declaring == {"rolegate.store.db"}

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 from click.testing import CliRunner
@@ -12,6 +14,7 @@ from click.testing import CliRunner
 from rolegate.cli import main
 from rolegate.config import REPO_ROOT
 from rolegate.policy.suite import load_suites
+from rolegate.rules import format_rule
 from rolegate.store import PolicyStore, read_policy_dir
 
 SAMPLE = REPO_ROOT / "policies"
@@ -153,3 +156,94 @@ def test_suite_directory_reads_every_yaml_file(env, tmp_path):
     assert result.exit_code == 0
     assert result.output.strip().splitlines()[-1] == "2 passed, 0 failed"
     assert Path(load_suites(directory)[1].path).name == "b.yml"
+
+
+def test_run_selects_cases_by_name_regex(env):
+    result = run("--run", "contractor")
+    assert result.exit_code == 0, result.output
+    selected = [case for case in load_suites(SAMPLE / "tests") if "contractor" in case.id]
+    assert 0 < len(selected) < len(load_suites(SAMPLE / "tests"))
+    assert result.output.strip().splitlines()[-1] == f"{len(selected)} passed, 0 failed"
+
+
+def test_run_that_selects_nothing_or_is_not_a_regex_fails(env):
+    result = run("--run", "no such case")
+    assert result.exit_code == 2 and "no test case name matches" in result.output
+    result = run("--run", "(")
+    assert result.exit_code == 2 and "not a regular expression" in result.output
+
+
+def _failing_suite(tmp_path) -> Path:
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(
+        "cases:\n"
+        "  - {name: alice deletes, subject: alice, org: acme, resource: /projects/1,\n"
+        "     action: delete, expect: allow}\n"
+        "  - {name: bob <deletes> & more, subject: bob, org: acme, resource: /projects/1,\n"
+        "     action: update, expect: deny}\n"
+    )
+    return suite
+
+
+def test_json_report_has_every_case_with_its_decision(env, tmp_path):
+    suite = _failing_suite(tmp_path)
+    result = run(str(suite), "--format", "json")
+    assert result.exit_code == 1
+    document = json.loads(result.output)
+    assert (document["passed"], document["failed"]) == (1, 1)
+    failed = document["cases"][1]
+    assert failed["passed"] is False and failed["expect"] == "deny" and failed["actual"] == "allow"
+    assert failed["rule"] == "p, editor, *, /projects/*, update, allow"
+    assert failed["path"] == "bob -> editor" and failed["line"] == 4
+    assert "coverage" not in document
+
+
+def test_junit_report_is_xml_with_failures(env, tmp_path):
+    suite = _failing_suite(tmp_path)
+    result = run(str(suite), "--format", "junit")
+    assert result.exit_code == 1
+    root = ElementTree.fromstring(result.output.encode())
+    assert root.tag == "testsuites" and root.get("tests") == "2" and root.get("failures") == "1"
+    cases = root.findall("testsuite/testcase")
+    assert [case.get("name") for case in cases] == ["alice deletes", "bob <deletes> & more"]
+    assert cases[0].find("failure") is None
+    failure = cases[1].find("failure")
+    assert "expected deny, got allow" in failure.get("message")
+    assert "role path: bob -> editor" in failure.text
+
+
+def test_coverage_names_the_rules_no_case_exercised(env, tmp_path):
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(
+        "cases:\n"
+        "  - {subject: frank, org: globex, resource: /projects/1, action: read, expect: allow}\n"
+    )
+    result = run(str(suite), "--coverage", "--format", "json")
+    assert result.exit_code == 0, result.output
+    coverage = json.loads(result.output)["coverage"]
+    missed = {entry["rule"]: entry["location"] for entry in coverage["not_exercised"]}
+    # exercised: the deciding rule and every link of its role path
+    for rule in (
+        "p, viewer, *, /projects/*, read, allow",
+        "g, frank, contractor, globex",
+        "g, contractor, member, globex",
+        "g, member, viewer, *",
+    ):
+        assert rule not in missed
+    where = {format_rule(i.rule): str(i.location) for i in read_policy_dir(SAMPLE)}
+    for rule in ("p, admin, *, /projects/*, delete, allow", "g, alice, admin, acme"):
+        assert missed[rule] == where[rule]
+    assert coverage["exercised"] == 4 == coverage["rules"] - len(missed)
+
+    text = run(str(suite), "--coverage").output
+    assert f"coverage: 4 of {coverage['rules']} rules exercised" in text
+    assert f"{where['p, admin, *, /projects/*, delete, allow']}: p, admin, *, /projects/*" in text
+
+
+def test_coverage_of_the_shipped_suite_counts_deny_rules(env):
+    result = run("--coverage", "--format", "json")
+    coverage = json.loads(result.output)["coverage"]
+    missed = {entry["rule"] for entry in coverage["not_exercised"]}
+    assert "p, contractor, globex, /documents/finance/*, read, deny" not in missed
+    assert "p, platform-admin, *, /orgs, manage, allow" in missed
+    assert result.exit_code == 0

@@ -336,3 +336,112 @@ def test_an_oversized_authorization_header_gets_the_json_400(served, size):
     assert response.status == 400, response.text
     assert response.headers["content-type"] == "application/json"
     assert response.body["error"]["code"] == "invalid_request"
+
+
+def test_envoy_mode_under_the_shipped_server_decodes_the_path_exactly_once(served):
+    """granian passes no raw request target: the path is read from PATH_INFO, decoded once."""
+
+    def envoy(method: str, original: str, subject: str, org: str) -> int:
+        token = mint_token(Settings(jwt_secret=SECRET), subject=subject, org=org, ttl_seconds=600)
+        response = served.client.request(
+            method,
+            "/v1/forward-auth/envoy" + original,
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert response.status in (200, 403), (original, response.text)
+        return response.status
+
+    assert envoy("GET", "/projects/1?x=1", "carol", "acme") == 200
+    assert envoy("DELETE", "/projects/1", "carol", "acme") == 403
+    assert envoy("GET", "/projects/%C3%A9t%C3%A9", "carol", "acme") == 200
+    assert envoy("GET", "/documents/x", "frank", "globex") == 200
+    for original in (
+        "/documents/x/%2e%2e/finance/q3",  # dot segments after one decode
+        "/documents/finance%2Fq3",  # an encoded slash is a slash once decoded
+        "//documents/finance/q3",
+    ):
+        assert envoy("GET", original, "frank", "globex") == 403, original
+    # decoded once, not twice: %252e%252e stays the literal segment "%2e%2e", under /documents/x/
+    assert envoy("GET", "/documents/x/%252e%252e/finance/q3", "frank", "globex") == 200
+
+
+# --------------------------------------------------------------------------- the worker's app
+
+
+def test_workers_stop_when_their_master_is_killed(tmp_path):
+    import os
+    import signal
+
+    instance = ServeProcess(tmp_path, f"sqlite:///{tmp_path / 'store.db'}", workers=2)
+    instance.start("--sync-policies")
+    workers = set(instance.worker_revisions(2))
+    instance.kill()  # SIGKILL: the master gets no chance to stop them
+
+    def gone(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        with open(f"/proc/{pid}/stat") as stat:  # a zombie has exited too
+            return stat.read().split(") ", 1)[1].startswith("Z")
+
+    try:
+        wait_for(lambda: all(gone(pid) for pid in workers), timeout=15)
+    finally:
+        for pid in workers:
+            if not gone(pid):
+                os.kill(pid, signal.SIGKILL)
+    with pytest.raises(OSError):
+        instance.client.get("/healthz")
+
+
+def test_each_worker_freezes_its_loaded_policy_out_of_the_collector(live, monkeypatch):
+    import gc
+
+    from rolegate import server
+    from rolegate.server import ServerOptions, worker_app
+
+    monkeypatch.setattr(server, "stop_with_the_master", lambda: None)  # this is pytest itself
+
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    try:
+        app = worker_app(lambda: live_app(live), ServerOptions(timeout=0))
+        assert gc.get_freeze_count() > 0
+        assert app.app is live_app(live)
+    finally:
+        gc.unfreeze()
+
+
+_APPS: dict = {}
+
+
+def live_app(live):
+    from rolegate.api import create_app
+
+    return _APPS.setdefault(id(live), create_app(core=live.core, follow_store=False))
+
+
+def test_answers_with_a_length_are_handed_over_in_one_chunk_streams_untouched(live):
+    from rolegate.server import buffered
+
+    app = live_app(live)
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/healthz",
+        "SERVER_NAME": "x",
+        "SERVER_PORT": "80",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": None,
+    }
+    statuses = []
+    body = buffered(app, environ, lambda status, headers, exc_info=None: statuses.append(status))
+    assert statuses == ["200 OK"] and isinstance(body, list) and len(body) == 1
+    assert json.loads(body[0]) == {"status": "ok"}
+
+    def stream(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return iter([b"a", b"b"])
+
+    streamed = buffered(stream, environ, lambda *args: None)
+    assert not isinstance(streamed, list) and b"".join(streamed) == b"ab"

@@ -5,6 +5,7 @@ exactly what the package imports."""
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib.metadata as metadata
 import json
 import os
@@ -79,9 +80,11 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _clean_env(venv: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ROLEGATE_", "PYTHON"))}
+def _clean_env(venv: Path, home: Path) -> dict[str, str]:
+    """No ROLEGATE_* settings, and a home of its own (the default data home lives there)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ROLEGATE_", "PYTHON", "XDG_"))}
     env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    env["HOME"] = str(home)
     return env
 
 
@@ -99,7 +102,7 @@ def _get(url: str, token: str | None = None, body: dict | None = None) -> tuple[
 def test_the_installed_wheel_serves_the_demo_from_an_empty_directory(installed, tmp_path):
     workdir = tmp_path / "empty"
     workdir.mkdir()
-    env = _clean_env(installed)
+    env = _clean_env(installed, tmp_path / "home")
     port = _free_port()
     rolegate = str(installed / "bin" / "rolegate")
     server = subprocess.Popen(
@@ -120,7 +123,8 @@ def test_the_installed_wheel_serves_the_demo_from_an_empty_directory(installed, 
                     break
             except OSError:
                 pass
-            assert server.poll() is None, "rolegate serve --demo exited"
+            if server.poll() is not None:
+                raise AssertionError(f"rolegate serve --demo exited: {server.communicate()[0]}")
             assert time.monotonic() < deadline, "not ready within 60 s"
             time.sleep(0.2)
         token = subprocess.run(
@@ -137,7 +141,8 @@ def test_the_installed_wheel_serves_the_demo_from_an_empty_directory(installed, 
         _, refused = _get(f"{base}/v1/check", token, {**body, "action": "launch-rockets"})
         assert refused["allowed"] is False
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGTERM)
         output, _ = server.communicate(timeout=30)
     assert "sample policies from " + str(installed) in output  # the shipped copy, not the repo
     assert not (workdir / "policies").exists() and not (workdir / "model.conf").exists()

@@ -11,7 +11,6 @@ import csv
 import io
 import re
 from datetime import UTC, datetime
-from typing import Any
 
 from flask import Blueprint, Response, current_app, request
 
@@ -28,11 +27,19 @@ from ..audit import (
 )
 from ..audit.decision_log import MAX_SEARCH_LIMIT
 from ..audit.queries import page_after, subject_kind
-from ..core import MAX_RESOURCE_BYTES, Rolegate, validate_org, validate_text
+from ..core import MAX_RESOURCE_CHARS, Rolegate, validate_org, validate_text
 from ..engine import Snapshot, reads
 from ..errors import InvalidRequest, NotFound
 from .context import caller, get_core
-from .openapi import error_responses, json_response
+from .openapi import (
+    ORG_PARAM,
+    RESOURCE_SCHEMA,
+    error_responses,
+    json_response,
+    path_param,
+    query_param,
+    text_schema,
+)
 
 bp = Blueprint("audit", __name__)
 
@@ -71,15 +78,15 @@ def _limit(default: int, maximum: int) -> int:
     return min(value, maximum)
 
 
-def _text_arg(name: str, *, max_bytes: int = 256) -> str | None:
+def _text_arg(name: str, *, max_length: int = 256) -> str | None:
     value = request.args.get(name)
     if value is None or value == "":
         return None
-    return validate_text(value, name, max_bytes=max_bytes)
+    return validate_text(value, name, max_length=max_length)
 
 
-def _required_text_arg(name: str, *, max_bytes: int = 256) -> str:
-    value = _text_arg(name, max_bytes=max_bytes)
+def _required_text_arg(name: str, *, max_length: int = 256) -> str:
+    value = _text_arg(name, max_length=max_length)
     if value is None:
         raise InvalidRequest(f"{name}: required")
     return value
@@ -157,8 +164,15 @@ def _csv(header: list[str], rows: list[list[str]], filename: str) -> Response:
 def permissions(org: str, subject: str):
     _core, snapshot, org = _audit_scope(org)
     subject = validate_text(subject, "subject")
+    action = _text_arg("action")
+    resource = _text_arg("resource", max_length=MAX_RESOURCE_CHARS)
     require_subject(snapshot, org, subject)
-    held = effective_permissions(snapshot, subject, org)
+    held = [
+        permission
+        for permission in effective_permissions(snapshot, subject, org)
+        if (action is None or permission.action == action)
+        and (resource is None or reads.matches_resource(snapshot, permission.resource, resource))
+    ]
     roles = reads.roles_of(snapshot, subject, org)
     return {
         "org": org,
@@ -171,13 +185,14 @@ def permissions(org: str, subject: str):
             if role != subject
         ],
         "permissions": [permission.to_dict() for permission in held],
+        "hint": reads.query_hint(snapshot, org, action=action, resource=resource),
     }
 
 
 @bp.get("/v1/orgs/<org>/who-can")
 def who_can_endpoint(org: str):
     core, snapshot, org = _audit_scope(org)
-    resource = _required_text_arg("resource", max_bytes=MAX_RESOURCE_BYTES)
+    resource = _required_text_arg("resource", max_length=MAX_RESOURCE_CHARS)
     action = _required_text_arg("action")
     limit = _limit(DEFAULT_PAGE, MAX_PAGE)
     query = (org, resource, action)
@@ -193,6 +208,7 @@ def who_can_endpoint(org: str):
         "limit": limit,
         "subjects": [entry.to_dict() for entry in page],
         "next_cursor": _cursor_codec().encode(query, last) if last is not None else None,
+        "hint": reads.query_hint(snapshot, org, action=action, resource=resource),
     }
 
 
@@ -248,7 +264,7 @@ def decisions(org: str):
     core, snapshot, org = _audit_scope(org)
     filters = {
         "subject": _text_arg("subject"),
-        "resource": _text_arg("resource", max_bytes=MAX_RESOURCE_BYTES),
+        "resource": _text_arg("resource", max_length=MAX_RESOURCE_CHARS),
         "action": _text_arg("action"),
         "allowed": _bool_arg("allowed"),
         "since": _time_arg("since"),
@@ -290,32 +306,13 @@ def shadow_disagreements(org: str):
 # --------------------------------------------------------------------------- OpenAPI
 
 
-def _path_param(name: str, description: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": "path",
-        "required": True,
-        "description": description,
-        "schema": {"type": "string"},
-    }
-
-
-def _query(name: str, description: str, schema: dict | None = None, required: bool = False):
-    return {
-        "name": name,
-        "in": "query",
-        "required": required,
-        "description": description,
-        "schema": schema or {"type": "string"},
-    }
-
-
-_ORG = _path_param("org", "Organisation")
-_LIMIT = _query(
+_ORG = ORG_PARAM
+_LIMIT = query_param(
     "limit",
     f"Page size (default {DEFAULT_PAGE}; larger values are clamped)",
     {"type": "integer", "minimum": 1},
 )
+_TIME = {"type": "string", "format": "date-time"}
 _ERRORS = error_responses(400, 401, 403, 404, 503)
 _OBJECT = {"type": "object"}
 _AUDIT_NOTE = " Requires `audit` on `/audit` in the org."
@@ -324,7 +321,14 @@ OPENAPI_PATHS = {
     "/v1/orgs/{org}/subjects/{subject}/permissions": {
         "get": {
             "summary": "Effective permissions of a subject, with role paths" + _AUDIT_NOTE,
-            "parameters": [_ORG, _path_param("subject", "User, API key (`apikey:<id>`) or role")],
+            "parameters": [
+                _ORG,
+                path_param("subject", "User, API key (`apikey:<id>`) or role"),
+                query_param("action", "Only rules of this action"),
+                query_param(
+                    "resource", "Only rules whose pattern matches this resource", RESOURCE_SCHEMA
+                ),
+            ],
             "responses": {"200": json_response("rules held", _OBJECT), **_ERRORS},
         }
     },
@@ -333,10 +337,10 @@ OPENAPI_PATHS = {
             "summary": "Every subject allowed an action on a resource (paginated)" + _AUDIT_NOTE,
             "parameters": [
                 _ORG,
-                _query("resource", "Concrete resource or pattern", required=True),
-                _query("action", "Action", required=True),
+                query_param("resource", "Concrete resource or pattern", RESOURCE_SCHEMA, True),
+                query_param("action", "Action", text_schema(), True),
                 _LIMIT,
-                _query("cursor", "`next_cursor` of the previous page"),
+                query_param("cursor", "`next_cursor` of the previous page (opaque)"),
             ],
             "responses": {"200": json_response("allowed subjects", _OBJECT), **_ERRORS},
         }
@@ -344,7 +348,10 @@ OPENAPI_PATHS = {
     "/v1/orgs/{org}/matrix": {
         "get": {
             "summary": "Access matrix: subjects x (resource, action)" + _AUDIT_NOTE,
-            "parameters": [_ORG, _query("format", "json or csv", {"enum": ["json", "csv"]})],
+            "parameters": [
+                _ORG,
+                query_param("format", "json or csv", {"enum": ["json", "csv"]}),
+            ],
             "responses": {
                 "200": {
                     "description": "the matrix",
@@ -362,9 +369,9 @@ OPENAPI_PATHS = {
             "summary": "Change history of the org's rules, oldest first" + _AUDIT_NOTE,
             "parameters": [
                 _ORG,
-                _query("since", "At or after this ISO 8601 time"),
-                _query("until", "At or before this ISO 8601 time"),
-                _query(
+                query_param("since", "At or after this ISO 8601 time", _TIME),
+                query_param("until", "At or before this ISO 8601 time", _TIME),
+                query_param(
                     "since_revision",
                     "Revisions after this one (next page)",
                     {"type": "integer", "minimum": 0},
@@ -387,12 +394,12 @@ OPENAPI_PATHS = {
             "summary": "Search the decision log, newest first" + _AUDIT_NOTE,
             "parameters": [
                 _ORG,
-                _query("subject", "Exact subject"),
-                _query("resource", "Exact resource, or a prefix ending in `*`"),
-                _query("action", "Exact action"),
-                _query("allowed", "true or false", {"type": "boolean"}),
-                _query("since", "At or after this ISO 8601 time"),
-                _query("until", "At or before this ISO 8601 time"),
+                query_param("subject", "Exact subject"),
+                query_param("resource", "Exact resource or a prefix ending in *", RESOURCE_SCHEMA),
+                query_param("action", "Exact action"),
+                query_param("allowed", "true or false", {"type": "boolean"}),
+                query_param("since", "At or after this ISO 8601 time", _TIME),
+                query_param("until", "At or before this ISO 8601 time", _TIME),
                 _LIMIT,
             ],
             "responses": {"200": json_response("decision records", _OBJECT), **_ERRORS},

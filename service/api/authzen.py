@@ -16,14 +16,14 @@ from typing import Any
 
 from flask import Blueprint, current_app, request
 
-from ..admin import check_fields
+from ..admin import validate_fields
 from ..audit import CursorCodec, cursor_secret
 from ..authzen import API_PREFIX, ENDPOINTS, AuthzenMapping, AuthzenService, metadata
 from ..core import CheckInput, validate_org, validate_text
 from ..errors import Forbidden, InvalidRequest, UnsupportedMediaType
-from ..subject_attributes import check_attributes
+from ..subject_attributes import validate_attributes
 from .context import caller, get_core, json_body
-from .openapi import error_responses, json_request, json_response
+from .openapi import ORG_PARAM, error_responses, json_request, json_response, path_param
 
 bp = Blueprint("authzen", __name__)
 
@@ -129,8 +129,8 @@ def get_attributes(org: str, subject: str):
 def set_attributes(org: str, subject: str):
     _authorize_attributes(org, MANAGE_ATTRIBUTES)
     subject = validate_text(subject, "subject")
-    body = check_fields(json_body(), ("attributes",))
-    attributes = check_attributes(body["attributes"])
+    body = validate_fields(json_body(), ("attributes",))
+    attributes = validate_attributes(body["attributes"])
     get_core().subject_attributes.set(org, subject, attributes)
     return {"org": org, "subject": subject, "attributes": attributes}
 
@@ -174,7 +174,12 @@ _EVALUATIONS = {
     "type": "object",
     "properties": {
         **_EVALUATION["properties"],
-        "evaluations": {"type": "array", "maxItems": 1000, "items": {"type": "object"}},
+        # Items are checked one by one: an invalid one gets its own error in the 200 answer.
+        "evaluations": {
+            "type": "array",
+            "maxItems": 1000,
+            "items": {"description": "an evaluation (fields default to the request's)"},
+        },
         "options": {
             "type": "object",
             "properties": {
@@ -237,7 +242,7 @@ _METADATA = {
         **{name: {"type": "string"} for name in ENDPOINTS},
     },
 }
-_ORG_PARAM = {"name": "org", "in": "path", "required": True, "schema": {"type": "string"}}
+_ORG_PARAM = ORG_PARAM
 
 
 def _operation_doc(summary: str, body: dict, answer: dict, *, per_org: bool) -> dict:
@@ -277,7 +282,7 @@ OPENAPI_PATHS = {
             "summary": "A subject's attributes (the AuthZEN PIP); `read` on `/members`",
             "parameters": [
                 _ORG_PARAM,
-                {"name": "subject", "in": "path", "required": True, "schema": {"type": "string"}},
+                path_param("subject", "The subject"),
             ],
             "responses": {
                 "200": json_response("the attributes", {"type": "object"}),
@@ -288,7 +293,7 @@ OPENAPI_PATHS = {
             "summary": "Replace a subject's attributes; `manage` on `/members`",
             "parameters": [
                 _ORG_PARAM,
-                {"name": "subject", "in": "path", "required": True, "schema": {"type": "string"}},
+                path_param("subject", "The subject"),
             ],
             "requestBody": json_request(
                 {

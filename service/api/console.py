@@ -12,6 +12,8 @@ from __future__ import annotations
 from flask import Blueprint, Response, render_template
 
 from ..core import validate_org, validate_text
+from .context import caller
+from .openapi import ORG_PARAM, error_responses, json_response, path_param
 
 bp = Blueprint("console", __name__)
 
@@ -53,6 +55,19 @@ def subject_page(org: str, subject: str):
     )
 
 
+@bp.get("/v1/whoami")
+def whoami():
+    """The caller as the server authenticated it: the console validates a pasted token here."""
+    principal = caller()
+    return {
+        "subject": principal.subject,
+        "org": principal.org,
+        "kind": principal.kind,
+        "roles": list(principal.roles),
+        "issuer": principal.issuer,
+    }
+
+
 def _html_page(summary: str, parameters: list) -> dict:
     return {
         "get": {
@@ -63,22 +78,45 @@ def _html_page(summary: str, parameters: list) -> dict:
                 "200": {
                     "description": "HTML page (data is loaded by the page with the token)",
                     "content": {"text/html": {"schema": {"type": "string"}}},
-                }
+                },
+                # an org id or subject the API would refuse: the one JSON error shape
+                **(error_responses(400) if parameters else {}),
             },
         }
     }
 
 
-def _param(name: str) -> dict:
-    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+_SUBJECT = path_param("subject", "A subject (user, API key `apikey:<id>`) or role")
 
+
+_WHOAMI = {
+    "type": "object",
+    "required": ["subject", "org", "kind", "roles", "issuer"],
+    "properties": {
+        "subject": {"type": "string"},
+        "org": {"type": ["string", "null"]},
+        "kind": {"type": "string"},
+        "roles": {"type": "array", "items": {"type": "string"}},
+        "issuer": {"type": ["string", "null"]},
+    },
+}
 
 OPENAPI_PATHS = {
+    "/v1/whoami": {
+        "get": {
+            "summary": "The authenticated caller (subject, org, kind, token roles)",
+            "responses": {
+                "200": json_response("the caller", _WHOAMI),
+                **error_responses(400, 401, 403, 503),
+            },
+        }
+    },
     "/console": _html_page("Web console: sign in and pick an org", []),
     "/console/orgs/{org}": _html_page(
-        "Web console: members, access matrix, who can, changes, decisions", [_param("org")]
+        "Web console: members, API keys, org rules, access matrix, who can, changes, decisions",
+        [ORG_PARAM],
     ),
     "/console/orgs/{org}/subjects/{subject}": _html_page(
-        "Web console: a subject's effective permissions", [_param("org"), _param("subject")]
+        "Web console: a subject's effective permissions", [ORG_PARAM, _SUBJECT]
     ),
 }

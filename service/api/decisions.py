@@ -2,21 +2,47 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Blueprint
 
 from ..core import MAX_BATCH, parse_check_input, validate_min_revision
 from ..errors import InvalidRequest, PayloadTooLarge
+from ..results import BatchResult, DecisionResult
 from .context import caller, get_core, json_body
 from .openapi import error_responses, json_request, json_response
 
 bp = Blueprint("decisions", __name__)
 
 
+def decision_json(result: DecisionResult) -> dict[str, Any]:
+    """The answer of `/v1/check` (and of each batch item): `reason` only when asked for."""
+    answer: dict[str, Any] = {
+        "allowed": result.allowed,
+        "subject": result.subject,
+        "org": result.org,
+        "resource": result.resource,
+        "action": result.action,
+        "decision_id": result.decision_id,
+        "revision": result.revision,
+    }
+    if result.explain:
+        answer["reason"] = result.reason
+    return answer
+
+
+def batch_json(batch: BatchResult) -> dict[str, Any]:
+    return {
+        "results": [decision_json(result) for result in batch.results],
+        "revision": batch.revision,
+    }
+
+
 @bp.post("/v1/check")
 def check():
     principal = caller()
     check_input = parse_check_input(json_body())
-    return get_core().check(principal, check_input)
+    return decision_json(get_core().check(principal, check_input))
 
 
 @bp.post("/v1/check/batch")
@@ -38,13 +64,14 @@ def check_batch():
     inputs = [parse_check_input(item, f"checks[{i}].") for i, item in enumerate(checks)]
     core = get_core()
     core.ensure_revision(validate_min_revision(body.get("min_revision")))
-    return core.check_batch(principal, inputs)
+    return batch_json(core.check_batch(principal, inputs))
 
 
 _AUTH_ERRORS = error_responses(400, 401, 403, 413, 415, 503)
 _MIN_REVISION = {
-    "type": "integer",
+    "type": ["integer", "null"],
     "minimum": 0,
+    "maximum": 2**63 - 1,
     "description": "Read-your-writes: decide with at least this policy revision (a write's "
     "response gives it); one catch-up with the store, then 400 `revision_ahead` (the store has "
     "no such revision) or 503 `revision_unavailable` (the store could not be read in time).",
@@ -67,6 +94,7 @@ OPENAPI_PATHS = {
                 {
                     "type": "object",
                     "required": ["checks"],
+                    "additionalProperties": False,
                     "properties": {
                         "min_revision": _MIN_REVISION,
                         "checks": {

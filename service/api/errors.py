@@ -1,7 +1,8 @@
 """One JSON error shape for every failure: `{"error": {"code", "message"}}`.
 
-Typed errors carry their own status; Werkzeug's HTTP errors keep theirs; anything else is logged
-and answered with a generic 500 (no stack trace, no detail leaves the process).
+Typed errors carry their own status; Werkzeug's HTTP errors keep theirs (a 405 with the `Allow`
+header RFC 9110 requires, listing the methods the URL serves); anything else is logged and
+answered with a generic 500 (no stack trace, no detail leaves the process).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, jsonify
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from ..errors import AuthenticationError, RolegateError, StoreUnavailable
 
@@ -30,6 +31,15 @@ def error_response(status: int, code: str, message: str):
     if status == 401:
         response.headers["WWW-Authenticate"] = f'Bearer error="{code}"'
     return response
+
+
+def allow_header(methods) -> str:
+    """`Allow` for a 405: the URL's methods, with HEAD beside GET and OPTIONS (Flask answers
+    both for every route)."""
+    names = {method.upper() for method in methods} | {"OPTIONS"}
+    if "GET" in names:
+        names.add("HEAD")
+    return ", ".join(sorted(names))
 
 
 # The driver's words name the database host, port and user: they go to the log, not the client.
@@ -54,7 +64,10 @@ def init_app(app: Flask) -> None:
     def http_error(error: HTTPException):
         status = error.code or 500
         code = HTTP_CODES.get(status, "http_error")
-        return error_response(status, code, error.description or error.name)
+        response = error_response(status, code, error.description or error.name)
+        if isinstance(error, MethodNotAllowed):
+            response.headers["Allow"] = allow_header(error.valid_methods or ())
+        return response
 
     @app.errorhandler(Exception)
     def unexpected_error(error: Exception):

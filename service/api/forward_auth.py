@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from urllib.parse import quote
 
 from flask import Blueprint, request
 from flask.blueprints import BlueprintSetupState
@@ -73,7 +74,7 @@ def decide(principal: Principal, check: CheckInput) -> Verdict:
         raise ServiceUnavailable(
             "the decision could not be made", code="decision_unavailable"
         ) from None
-    return Verdict(result["allowed"], result["subject"], result["org"], result["decision_id"])
+    return Verdict(result.allowed, result.subject, result.org, result.decision_id)
 
 
 def forwarded_request(headers: Headers) -> tuple[str, str]:
@@ -104,10 +105,13 @@ def envoy_original_uri() -> str:
     """The original request target Envoy appended to its `path_prefix` (raw, not decoded)."""
     raw = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI")
     if raw is None:
-        raise ServiceUnavailable(
-            "this server does not pass the raw request target (RAW_URI)",
-            code="decision_unavailable",
-        )
+        # granian passes no raw target. Its PATH_INFO is the path percent-decoded once (as
+        # latin-1 code points of the bytes, PEP 3333); quoting it again lets `request_path`
+        # decode it exactly once, and an encoded `?` or `%` stays part of the path.
+        try:
+            raw = quote(request.environ.get("PATH_INFO", "").encode("latin-1"), safe="/")
+        except UnicodeEncodeError:
+            raise InvalidRequest("the request path is not a WSGI (latin-1) string") from None
     original = raw[len(ENVOY_PREFIX) :] if raw.startswith(ENVOY_PREFIX + "/") else None
     if original is None:
         raise InvalidRequest(f"the request target must start with {ENVOY_PREFIX}/")
@@ -173,7 +177,8 @@ _ANSWERS["403"]["description"] = "denied (`denied`), or no action for the method
 
 def _operations(summary: str, parameters: list) -> dict:
     operation = {"summary": summary, "parameters": parameters, "responses": _ANSWERS}
-    return {method.lower(): operation for method in METHODS if method not in ("HEAD", "OPTIONS")}
+    # HEAD is GET's (OpenAPI has no head of its own here); OPTIONS is forwarded like any method.
+    return {method.lower(): operation for method in METHODS if method != "HEAD"}
 
 
 def _header(name: str, description: str) -> dict:

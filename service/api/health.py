@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 from flask import Blueprint, Response, current_app
 
 from .. import metrics
-from ..policy.watch import read_reload_error
+from ..core import STORE_RELOAD_FAILED as STORE_RELOAD_FAILED  # its former home
 from .context import get_core
 from .openapi import json_response, openapi_document
 
@@ -19,40 +20,11 @@ def healthz():
     return {"status": "ok"}
 
 
-STORE_RELOAD_FAILED = "the last reload from the policy store failed (details in the log)"
-
-
-def public_reload_error(core) -> str | None:
-    """The reload error an unauthenticated prober may see: the watcher's policy file error, or
-    that the store failed, never the database's host, port or driver message."""
-    if core.last_reload_error:
-        return STORE_RELOAD_FAILED
-    return read_reload_error(core.settings.data_path)
-
-
 @bp.get("/readyz")
 def readyz():
-    core = get_core()
-    snapshot = core.engine.snapshot
-    ready = core.loaded
-    body = {
-        "ready": ready,
-        "revision": snapshot.revision,
-        "rules": snapshot.rule_count,
-        "engine_mode": core.engine.mode,
-        "engine_mode_reason": core.engine.shape.reason,
-        "last_reload_error": public_reload_error(core),
-        # Decisions go on from memory while the store is unreachable: still ready, but stale.
-        "stale": core.stale,
-        "store_revision": core.store_revision,
-        "lag": core.lag,
-        "revision_applied_at": core.revision_applied_at,
-        "listening": bool(core.sync and core.sync.listening),
-        "worker": os.getpid(),
-        # ROLEGATE_SHADOW_POLICY_DIR: the candidate's revision, load error and counters.
-        "shadow": core.shadow.status() if core.shadow is not None else None,
-    }
-    return body, 200 if ready else 503
+    readiness = get_core().readiness()
+    body = {**dataclasses.asdict(readiness), "worker": os.getpid()}
+    return body, 200 if readiness.ready else 503
 
 
 @bp.get("/metrics")

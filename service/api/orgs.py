@@ -7,14 +7,40 @@ answer. Authorisation, escalation and last-admin checks all live in the core mod
 from __future__ import annotations
 
 from flask import Blueprint, request
+from werkzeug.routing import PathConverter
 
-from ..admin import Caller, OrgAdmin, check_fields, page_limit
+from ..admin import Caller, OrgAdmin, page_limit, validate_fields
 from ..core import validate_text
 from ..errors import InvalidRequest
 from .context import caller, get_core, json_body
-from .openapi import error_responses, json_request, json_response
+from .openapi import (
+    ORG_PARAM,
+    ORG_SCHEMA,
+    error_responses,
+    json_request,
+    json_response,
+    name_schema,
+    path_param,
+    query_param,
+    subject_schema,
+    text_schema,
+)
 
 bp = Blueprint("orgs", __name__)
+BULK = "bulk"
+
+
+class MemberConverter(PathConverter):
+    """The subject of `/members/<member:subject>`: the rest of the path (a subject may hold
+    `/`, sent percent-encoded), except exactly `bulk`, so that `/members/bulk` is only the bulk
+    endpoint (its OPTIONS and 405 `Allow` list POST alone)."""
+
+    regex = f"(?!{BULK}$)[^/].*?"
+
+
+@bp.record_once
+def _register_converter(state) -> None:
+    state.app.url_map.converters["member"] = MemberConverter
 
 
 def _admin() -> tuple[OrgAdmin, Caller]:
@@ -31,7 +57,7 @@ def _query(allowed: set[str]) -> None:
 @bp.post("/v1/orgs")
 def create_org():
     admin, who = _admin()
-    body = check_fields(json_body(), ("id", "admin"), ("name",))
+    body = validate_fields(json_body(), ("id", "admin"), ("name",))
     return admin.create_org(who, body["id"], body["admin"], body.get("name")), 201
 
 
@@ -51,14 +77,14 @@ def list_members(org: str):
     return admin.list_members(who, org, limit=page_limit(request.args.get("limit")), after=after)
 
 
-@bp.put("/v1/orgs/<org>/members/<path:subject>")
+@bp.put("/v1/orgs/<org>/members/<member:subject>")
 def set_member(org: str, subject: str):
     admin, who = _admin()
-    body = check_fields(json_body(), ("roles",))
+    body = validate_fields(json_body(), ("roles",))
     return admin.set_member_roles(who, org, subject, body["roles"])
 
 
-@bp.delete("/v1/orgs/<org>/members/<path:subject>")
+@bp.delete("/v1/orgs/<org>/members/<member:subject>")
 def remove_member(org: str, subject: str):
     admin, who = _admin()
     return admin.remove_member(who, org, subject)
@@ -67,7 +93,7 @@ def remove_member(org: str, subject: str):
 @bp.post("/v1/orgs/<org>/members/bulk")
 def bulk_members(org: str):
     admin, who = _admin()
-    body = check_fields(json_body(), ("items",))
+    body = validate_fields(json_body(), ("items",))
     return admin.bulk_set_roles(who, org, body["items"])
 
 
@@ -80,21 +106,21 @@ def list_rules(org: str):
 @bp.post("/v1/orgs/<org>/rules")
 def add_rules(org: str):
     admin, who = _admin()
-    body = check_fields(json_body(), ("rules",))
+    body = validate_fields(json_body(), ("rules",))
     return admin.change_rules(who, org, body["rules"]), 201
 
 
 @bp.delete("/v1/orgs/<org>/rules")
 def remove_rules(org: str):
     admin, who = _admin()
-    body = check_fields(json_body(), ("rules",))
+    body = validate_fields(json_body(), ("rules",))
     return admin.change_rules(who, org, body["rules"], remove=True)
 
 
 @bp.post("/v1/orgs/<org>/api-keys")
 def create_api_key(org: str):
     admin, who = _admin()
-    body = check_fields(json_body(), ("name", "roles"), ("expires_at",))
+    body = validate_fields(json_body(), ("name", "roles"), ("expires_at",))
     result = admin.create_api_key(who, org, body["name"], body["roles"], body.get("expires_at"))
     return result, 201, {"Cache-Control": "no-store"}
 
@@ -114,21 +140,19 @@ def revoke_api_key(org: str, key_id: str):
 # --------------------------------------------------------------------------- OpenAPI
 
 
-def _param(name: str, description: str, where: str = "path", schema=None) -> dict:
-    return {
-        "name": name,
-        "in": where,
-        "required": where == "path",
-        "description": description,
-        "schema": schema or {"type": "string"},
-    }
-
-
-_ORG = _param("org", "Organisation id (must be the caller's org).")
-_SUBJECT = _param("subject", "Member subject (user id).")
-_KEY_ID = _param("key_id", "API key id.")
+_ORG = ORG_PARAM
+_SUBJECT = path_param(
+    "subject", "Member subject (user id); `bulk` is the bulk endpoint", subject_schema()
+)
+_KEY_ID = path_param("key_id", "API key id.", text_schema(64))
 _OBJECT = {"type": "object"}
-_ROLES = {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 50}
+_ROLES = {
+    "type": "array",
+    "items": name_schema(),
+    "minItems": 1,
+    "maxItems": 50,
+    "uniqueItems": True,
+}
 _WRITE_ERRORS = error_responses(400, 401, 403, 404, 409, 413, 415, 503)
 _READ_ERRORS = error_responses(400, 401, 403, 503)
 _RULE = {
@@ -139,9 +163,9 @@ _RULE = {
             "additionalProperties": False,
             "properties": {
                 "type": {"const": "p"},
-                "subject": {"type": "string"},
-                "resource": {"type": "string"},
-                "action": {"type": "string"},
+                "subject": name_schema(description="A role of the org (not a member)."),
+                "resource": name_schema(),
+                "action": name_schema(),
                 "effect": {"enum": ["allow", "deny"]},
             },
         },
@@ -151,8 +175,8 @@ _RULE = {
             "additionalProperties": False,
             "properties": {
                 "type": {"const": "g"},
-                "member": {"type": "string", "description": "A role of the org."},
-                "role": {"type": "string", "description": "The role it inherits."},
+                "member": name_schema(description="A role of the org."),
+                "role": name_schema(description="The role it inherits."),
             },
         },
     ]
@@ -162,7 +186,15 @@ _RULES_BODY = json_request(
         "type": "object",
         "required": ["rules"],
         "additionalProperties": False,
-        "properties": {"rules": {"type": "array", "minItems": 1, "items": _RULE}},
+        "properties": {
+            "rules": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": 1000,
+                "uniqueItems": True,
+                "items": _RULE,
+            }
+        },
     }
 )
 
@@ -176,9 +208,9 @@ OPENAPI_PATHS = {
                     "required": ["id", "admin"],
                     "additionalProperties": False,
                     "properties": {
-                        "id": {"type": "string"},
-                        "name": {"type": "string"},
-                        "admin": {"type": "string"},
+                        "id": ORG_SCHEMA,
+                        "name": text_schema(),
+                        "admin": subject_schema(),
                     },
                 }
             ),
@@ -197,8 +229,12 @@ OPENAPI_PATHS = {
             "summary": "Members with direct and inherited roles (read /members or audit /audit)",
             "parameters": [
                 _ORG,
-                _param("limit", "Page size, 1-1000 (default 100).", "query", {"type": "integer"}),
-                _param("after", "Cursor: the `next` of the previous page.", "query"),
+                query_param(
+                    "limit",
+                    "Page size, 1-1000 (default 100).",
+                    {"type": "integer", "minimum": 1, "maximum": 1000},
+                ),
+                query_param("after", "Cursor: the `next` of the previous page."),
             ],
             "responses": {"200": json_response("one page", _OBJECT), **_READ_ERRORS},
         }
@@ -237,10 +273,12 @@ OPENAPI_PATHS = {
                             "type": "array",
                             "minItems": 1,
                             "maxItems": 1000,
+                            # Items are checked one by one: an invalid item gets its own
+                            # error in the 200 answer, so the schema cannot refuse it.
                             "items": {
-                                "type": "object",
-                                "required": ["subject", "roles"],
-                                "properties": {"subject": {"type": "string"}, "roles": _ROLES},
+                                "description": '`{"subject": ..., "roles": [...]}`; an '
+                                "invalid item is reported in its result, the valid ones apply",
+                                "examples": [{"subject": "bob", "roles": ["editor"]}],
                             },
                         }
                     },
@@ -283,9 +321,14 @@ OPENAPI_PATHS = {
                     "required": ["name", "roles"],
                     "additionalProperties": False,
                     "properties": {
-                        "name": {"type": "string"},
+                        "name": text_schema(),
                         "roles": _ROLES,
-                        "expires_at": {"type": "string", "format": "date-time"},
+                        "expires_at": {
+                            "type": "string",
+                            "format": "date-time",
+                            "maxLength": 64,
+                            "description": "A future instant with a UTC offset.",
+                        },
                     },
                 }
             ),

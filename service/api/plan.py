@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint
 
-from ..core import MAX_RESOURCE_BYTES, CheckInput, validate_org, validate_text
+from ..core import MAX_RESOURCE_CHARS, CheckInput, validate_org, validate_text
 from ..engine.plan import (
     MAX_TEMPLATE_CHARS,
     PlanNotExpressible,
@@ -17,7 +17,7 @@ from ..engine.plan import (
 )
 from ..errors import InvalidRequest, RolegateError
 from .context import caller, get_core, json_body
-from .openapi import error_responses, json_request, json_response
+from .openapi import ORG_SCHEMA, error_responses, json_request, json_response, text_schema
 
 bp = Blueprint("plan", __name__)
 
@@ -43,7 +43,7 @@ def parse_plan_input(data: Any) -> CheckInput:
             raise InvalidRequest(f"{field}: required")
     org = data.get("org")
     return CheckInput(
-        resource=validate_text(data["resource"], "resource", max_bytes=MAX_RESOURCE_BYTES),
+        resource=validate_text(data["resource"], "resource", max_length=MAX_RESOURCE_CHARS),
         action=validate_text(data["action"], "action"),
         org=None if org is None else validate_org(org),
     )
@@ -89,7 +89,7 @@ OPENAPI_PATHS = {
                     "required": ["action", "resource"],
                     "additionalProperties": False,
                     "properties": {
-                        "action": {"type": "string", "minLength": 1, "maxLength": 256},
+                        "action": text_schema(),
                         "resource": {
                             "type": "string",
                             "minLength": 1,
@@ -97,8 +97,12 @@ OPENAPI_PATHS = {
                             "description": "Collection template: literal segments and :name "
                             "parameters (not named org or owner), e.g. /documents/:id",
                         },
-                        "org": {"type": "string", "description": "Only when the token names "
-                                "no org; without one, every org the subject is a member of."},
+                        "org": {
+                            **ORG_SCHEMA,
+                            "type": ["string", "null"],
+                            "description": "Only when the token names no org; without one, "
+                            "every org the subject is a member of.",
+                        },
                     },
                 }
             ),

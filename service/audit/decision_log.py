@@ -40,6 +40,7 @@ from ..config import Settings
 from ..engine import CheckRequest, Decision
 from ..identity import Principal
 from ..logs import request_id_var
+from ..results import DecisionResult
 from ..rules import format_rule
 from ..store.db import decision_log as decision_log_table
 from ..store.db import transaction
@@ -90,7 +91,7 @@ def decision_record(
     principal: Principal,
     request: CheckRequest,
     decision: Decision,
-    payload: Mapping[str, Any],
+    result: DecisionResult | Mapping[str, Any],
     context: Mapping[str, str] | None = None,
     *,
     now: float | None = None,
@@ -104,7 +105,7 @@ def decision_record(
     return {
         "v": FORMAT_VERSION,
         "time": format_time(time.time() if now is None else now),
-        "decision_id": payload.get("decision_id"),
+        "decision_id": result.get("decision_id"),  # a result, or {"decision_id": ...}
         "subject": request.subject,
         "org": request.org,
         "resource": request.resource,
@@ -250,8 +251,8 @@ class DatabaseSink:
 
     name = "database"
 
-    def __init__(self, engine: sa.Engine, retention_days: int = 30, *, clock=time.time):
-        self.engine = engine
+    def __init__(self, sql_engine: sa.Engine, retention_days: int = 30, *, clock=time.time):
+        self.sql_engine = sql_engine
         self.retention_days = retention_days
         self._clock = clock
         self._next_prune = 0.0
@@ -270,7 +271,7 @@ class DatabaseSink:
             }
             for record, line in zip(records, lines, strict=True)
         ]
-        with self.engine.begin() as conn:
+        with self.sql_engine.begin() as conn:
             conn.execute(sa.insert(decision_log_table), rows)
         if self._clock() >= self._next_prune:
             self.prune()
@@ -281,7 +282,7 @@ class DatabaseSink:
         if self.retention_days <= 0:
             return 0
         cutoff = format_time(self._clock() - timedelta(days=self.retention_days).total_seconds())
-        with self.engine.begin() as conn:
+        with self.sql_engine.begin() as conn:
             result = conn.execute(
                 sa.delete(decision_log_table).where(decision_log_table.c.at < cutoff)
             )
@@ -322,7 +323,7 @@ class DatabaseSink:
         if until is not None:
             stmt = stmt.where(table.c.at <= format_time(until.timestamp()))
         stmt = stmt.order_by(table.c.at.desc(), table.c.id.desc()).limit(limit)
-        with transaction(self.engine, write=False, what="decision log") as conn:
+        with transaction(self.sql_engine, write=False, what="decision log") as conn:
             return [json.loads(row.record) for row in conn.execute(stmt)]
 
     def close(self) -> None:
@@ -367,7 +368,7 @@ class DecisionLog:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, engine: sa.Engine | None = None
+        cls, settings: Settings, sql_engine: sa.Engine | None = None
     ) -> DecisionLog | None:
         """The configured log, or None when no sink is configured."""
         sinks: list[Sink] = []
@@ -376,8 +377,8 @@ class DecisionLog:
             sinks.append(StreamSink())
         elif target:
             sinks.append(FileSink(target))
-        if settings.decision_log_db and engine is not None:
-            sinks.append(DatabaseSink(engine, settings.decision_log_retention_days))
+        if settings.decision_log_db and sql_engine is not None:
+            sinks.append(DatabaseSink(sql_engine, settings.decision_log_retention_days))
         return cls(sinks, default_role=settings.default_role) if sinks else None
 
     # -- the hot path -------------------------------------------------------------------------
@@ -387,7 +388,7 @@ class DecisionLog:
         principal: Principal,
         request: CheckRequest,
         decision: Decision,
-        payload: Mapping[str, Any],
+        result: DecisionResult,
     ) -> None:
         """Decision listener: buffer the decision for writing; drop (and count) when full."""
         try:
@@ -400,7 +401,7 @@ class DecisionLog:
                     principal,
                     request,
                     decision,
-                    payload,
+                    result,
                     REQUEST_CONTEXT.get(),
                     request_id_var.get(),
                 )
@@ -465,7 +466,7 @@ class DecisionLog:
 
     def _write(self, batch: list[tuple]) -> None:
         records, lines = [], []
-        for epoch, principal, request, decision, payload, context, request_id in batch:
+        for epoch, principal, request, decision, result, context, request_id in batch:
             try:
                 if request_id is not None:
                     context = {**(context or {}), "request_id": request_id}
@@ -476,7 +477,7 @@ class DecisionLog:
                         principal,
                         request,
                         decision,
-                        payload,
+                        result,
                         context,
                         now=epoch,
                         default_role=self.default_role,

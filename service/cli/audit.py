@@ -105,7 +105,7 @@ def permissions(org: str, subject: str, policy_dir: Path | None, output: str) ->
 def who_can_command(org: str, resource: str, action: str, policy_dir: Path | None, output: str):
     """Every subject of ORG allowed ACTION on RESOURCE (complete, no paging)."""
     validate_org(org)
-    validate_text(resource, "resource", max_bytes=2048)
+    validate_text(resource, "resource", max_length=2048)
     validate_text(action, "action")
     engine = engine_for(Settings.from_env(), policy_dir)
     snapshot = engine.snapshot
@@ -165,15 +165,15 @@ def decisions(org, subject, resource, action, allowed, since, until, limit, outp
     """Search the decision log of ORG (the database log when enabled, else the log file)."""
     validate_org(org)
     settings = Settings.from_env()
-    engine = None
+    sql_engine = None
     store = None
     if settings.decision_log_db:
         from .common import open_existing_store
 
         store = open_existing_store(settings)
-        engine = store.engine
+        sql_engine = store.sql_engine
     try:
-        decision_log = DecisionLog.from_settings(settings, engine)
+        decision_log = DecisionLog.from_settings(settings, sql_engine)
         if decision_log is None or decision_log.searchable is None:
             raise ConfigError(
                 "no searchable decision log: set ROLEGATE_DECISION_LOG_DB=1 or "

@@ -1,4 +1,5 @@
-"""`rolegate check`: decide offline against the store or a policy directory."""
+"""`rolegate check`: decide offline against the store or a policy directory, through the core
+(`Rolegate.offline`, `Rolegate.check`): the same decision `/v1/check` makes."""
 
 from __future__ import annotations
 
@@ -9,27 +10,26 @@ from pathlib import Path
 import click
 
 from ..config import Settings
-from ..engine import CheckRequest, Engine
-from ..engine.explain import explain_denial
-from ..store import read_policy_dir
-from .common import org_first
+from ..core import MAX_RESOURCE_CHARS, Rolegate
+from ..engine import Engine
+from ..validation import validate_org, validate_text
+from .common import org_first, require_store
 from .output import format_option, render
 
 
-def engine_for(settings: Settings, policy_dir: Path | None) -> Engine:
-    """An engine loaded from `policy_dir` when given, else from the configured store."""
-    engine = Engine.from_model_file(settings.model_path, default_role=settings.default_role)
-    if policy_dir is not None:
-        engine.load(0, [item.rule for item in read_policy_dir(policy_dir)])
-        return engine
-    from .common import open_existing_store
+def offline_core(settings: Settings, policy_dir: Path | None) -> Rolegate:
+    """The core offline commands decide with (`Rolegate.offline`): over `policy_dir` when
+    given, else over the configured store, which must exist (`store_missing`). Close it."""
+    if policy_dir is None:
+        require_store(settings)
+    return Rolegate.offline(settings, policy_dir)
 
-    store = open_existing_store(settings)
-    try:
-        engine.load(*store.load_all())
-    finally:
-        store.dispose()
-    return engine
+
+def engine_for(settings: Settings, policy_dir: Path | None) -> Engine:
+    """The loaded engine of `offline_core` (the audit views read it)."""
+    core = offline_core(settings, policy_dir)
+    core.close()
+    return core.engine
 
 
 def denial_lines(reason: dict) -> list[str]:
@@ -64,42 +64,47 @@ def denial_lines(reason: dict) -> list[str]:
 def check(org, subject, resource, action, owner, explain, policy_dir, output, as_json):
     """Decide ORG SUBJECT RESOURCE ACTION. Exit 0 allow, 1 deny, 2 error.
 
-    (The old order SUBJECT ORG ... still works when it is unambiguous.)
+    (The old order SUBJECT ORG ... still works when it is unambiguous.) The decision is the one
+    `/v1/check` makes for SUBJECT asking itself (`Rolegate.check`).
     """
-    from ..core import validate_org, validate_text
-
-    engine = engine_for(Settings.from_env(), policy_dir)
-    org, subject = org_first(engine.snapshot, org, subject)
+    core = offline_core(Settings.from_env(), policy_dir)
+    try:
+        org, subject = org_first(core.engine.snapshot, org, subject)
+        validate_text(subject, "subject")
+        validate_org(org)
+        validate_text(resource, "resource", max_length=MAX_RESOURCE_CHARS)
+        validate_text(action, "action")
+        result = core.check_as(subject, org, resource, action, owner=owner, explain=True)
+    finally:
+        core.close()
     validate_text(subject, "subject")
     validate_org(org)
-    validate_text(resource, "resource", max_bytes=2048)
+    validate_text(resource, "resource", max_length=MAX_RESOURCE_CHARS)
     validate_text(action, "action")
-    request = CheckRequest(subject, org, resource, action, owner)
-    decision = engine.check(request)
     if as_json:
         click.echo("Warning: --json is deprecated: use --format json", err=True)
         output = "json"
-    reason = {**decision.reason, **explain_denial(engine, request, decision)}
+    reason = result.reason  # with what would allow a denial
     if output == "json":
-        click.echo(json.dumps({"allowed": decision.allowed, "reason": reason}))
+        click.echo(json.dumps({"allowed": result.allowed, "reason": reason}))
     elif output == "csv":
         click.echo(
             render(
                 ["org", "subject", "resource", "action", "decision", "summary"],
-                [[org, subject, resource, action, _word(decision.allowed), reason["summary"]]],
+                [[org, subject, resource, action, _word(result.allowed), reason["summary"]]],
                 "csv",
                 None,
             )
         )
     else:
-        click.echo(_word(decision.allowed))
+        click.echo(_word(result.allowed))
         if explain:
             click.echo(f"  {reason['summary']}")
             if reason.get("path"):
                 click.echo(f"  path: {reason['path']}")
             for line in denial_lines(reason):
                 click.echo(f"  {line}")
-    sys.exit(0 if decision.allowed else 1)
+    sys.exit(0 if result.allowed else 1)
 
 
 def _word(allowed: bool) -> str:

@@ -62,7 +62,7 @@ def plan(subject, action, template, org, output, table, policy_dir):
 
     validate_text(subject, "subject")
     validate_text(action, "action")
-    validate_text(template, "template", max_bytes=2048)
+    validate_text(template, "template", max_length=2048)
     if org is not None:
         validate_org(org)
     snapshot = engine_for(Settings.from_env(), policy_dir).snapshot

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
 import sys
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from ..admin import operator_actor
 from ..config import Settings
 from ..engine import Engine
 from ..engine.model import ModelShape, classify, load_model
@@ -43,12 +43,8 @@ def _policy_dir(settings: Settings, directory: Path | None) -> Path:
 
 
 def cli_actor() -> str:
-    """`cli:<os user>` for the change log."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = f"uid{os.getuid()}"
-    return f"cli:{user}"
+    """`cli:<os user>` for the change log (the same actor as `rolegate org`'s)."""
+    return operator_actor()
 
 
 def _open_store(settings: Settings, *, create: bool = False) -> PolicyStore:
@@ -503,14 +499,34 @@ def export(directory: Path, clean: bool, force: bool, include_api: bool, output:
     help="Policy files to test [default: ROLEGATE_POLICY_DIR].",
 )
 @click.option("--store", "use_store", is_flag=True, help="Test the configured store instead.")
-def test(path: Path | None, policy_dir: Path | None, use_store: bool):
+@click.option(
+    "--run",
+    "run_pattern",
+    metavar="REGEX",
+    default=None,
+    help="Only the cases whose id (`file::name`) this regular expression finds.",
+)
+@format_option(extra=("junit",), aliases=("text",))
+@click.option(
+    "--coverage", is_flag=True, help="Also list the rules and role links no case exercised."
+)
+def test(
+    path: Path | None,
+    policy_dir: Path | None,
+    use_store: bool,
+    run_pattern: str | None,
+    output: str,
+    coverage: bool,
+):
     """Run the policy test suites in PATH [default: <policy dir>/tests]. Exit 1 on failure."""
-    from ..policy.suite import load_suites, render_results, run_suites
+    from ..policy.suite import RENDERERS, coverage_of, load_suites, run_suites, select_cases
 
     settings = _settings()
     directory = _policy_dir(settings, policy_dir)
-    cases = load_suites(path if path is not None else directory / "tests")
+    suites = path if path is not None else directory / "tests"
+    cases = select_cases(load_suites(suites), run_pattern)
     engine = Engine.from_model_file(settings.model_path, default_role=settings.default_role)
+    locations: dict[Rule, str] = {}
     if use_store:
         store = _open_store(settings)
         try:
@@ -518,8 +534,13 @@ def test(path: Path | None, policy_dir: Path | None, use_store: bool):
         finally:
             store.dispose()
     else:
-        engine.load(0, [item.rule for item in read_policy_dir(directory)])
-    text, ok = render_results(run_suites(cases, engine))
+        sourced = read_policy_dir(directory)
+        for item in sourced:  # file order; a repeated rule keeps its first place
+            locations.setdefault(item.rule, str(item.location))
+        engine.load(0, [item.rule for item in sourced])
+    results = run_suites(cases, engine)
+    report = coverage_of(engine.snapshot, results, locations) if coverage else None
+    text, ok = RENDERERS[output](results, report)
     click.echo(text, nl=False)
     sys.exit(0 if ok else 1)
 

@@ -34,7 +34,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-import re2  # type: ignore[import-untyped]
+import re2
 
 from . import coverage, glob
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from ..rules import TEMPLATE_DOMAIN, Rule
 from . import coverage
 from .model import OWNER_ROLE
-from .patterns import domain_applies
+from .patterns import PatternError, compile_matcher, domain_applies
 from .snapshot import MAX_LINKS_FOLLOWED, DomainIndex, RolePaths, Snapshot
 from .types import CheckRequest, Decision
 
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 PLATFORM_ADMIN_ROLE = "platform-admin"
 BUILTIN_ROLES = frozenset({OWNER_ROLE, PLATFORM_ADMIN_ROLE})
+HINT_NAMES = 20  # names listed in a query hint
 
 
 # --------------------------------------------------------------------------- named rule fields
@@ -111,6 +112,47 @@ def grants_in(snapshot: Snapshot, org: str) -> list[Grant]:
 def links_in(snapshot: Snapshot, org: str) -> list[Link]:
     """Every role link that applies in `org`."""
     return [k for domain in link_domains(snapshot, org) for k in links(snapshot.rules(domain))]
+
+
+def path_links(snapshot: Snapshot, org: str, path: Iterable[str]) -> list[Link]:
+    """The role links a decision's role path (`bob -> editor -> member`) followed in `org`:
+    for each step, the links from one name to the next in the domains that apply there."""
+    names = tuple(path)
+    steps = set(zip(names, names[1:], strict=False))
+    return [link for link in links_in(snapshot, org) if (link.member, link.role) in steps]
+
+
+def matches_resource(snapshot: Snapshot, pattern: str, resource: str) -> bool:
+    """Whether the rule pattern `pattern` matches `resource` under the model's matching
+    function (as a decision reads it); a pattern that cannot be evaluated counts as matching."""
+    try:
+        return bool(compile_matcher(snapshot.shape.resource_function, pattern)(resource))
+    except PatternError:
+        return True
+
+
+def _listed(names: Iterable[str]) -> str:
+    names = sorted(names)
+    shown = ", ".join(names[:HINT_NAMES]) + (", …" if len(names) > HINT_NAMES else "")
+    return shown or "none"
+
+
+def query_hint(
+    snapshot: Snapshot, org: str, *, action: str | None = None, resource: str | None = None
+) -> str | None:
+    """Why no rule applying in `org` can match `action` (and `resource`) at all, naming what the
+    rules do mention (a typo hint for who-can and permissions); None when some rule can."""
+    found = grants_in(snapshot, org)
+    if action is not None and action not in {grant.action for grant in found}:
+        known = _listed({grant.action for grant in found})
+        return f"no rule mentions action {action!r}; known actions: {known}"
+    if resource is None:
+        return None
+    patterns = {grant.resource for grant in found if action is None or grant.action == action}
+    if any(matches_resource(snapshot, pattern, resource) for pattern in patterns):
+        return None
+    scope = f"for action {action!r} " if action is not None else ""
+    return f"no rule {scope}matches resource {resource!r}; rule patterns: {_listed(patterns)}"
 
 
 def org_exists(snapshot: Snapshot, org: str) -> bool:
@@ -346,10 +388,13 @@ __all__ = [
     "link_rule",
     "links",
     "links_in",
+    "matches_resource",
     "member_links",
     "names_in",
     "org_exists",
     "org_roles",
+    "path_links",
+    "query_hint",
     "role_grants",
     "role_names",
     "role_reach",

@@ -13,18 +13,28 @@
 
 Every value is a string (quote YAML's `yes`/`no`/numbers); unknown keys are errors, so a typo
 never silently drops an expectation.
+
+Reports: a table (pytest-like text), JSON, CSV and JUnit XML (`RENDERERS`). Coverage lists
+the rules no case exercised: a `p` rule is exercised when it decided a case, a role link when the
+deciding role path followed it (both as the engine reports them, `Decision.rule`/`.path`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+import csv
+import io
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from xml.etree import ElementTree
 
 import yaml
 
-from ..engine import CheckRequest, Decision, Engine
+from ..engine import CheckRequest, Decision, Engine, Snapshot, reads
 from ..errors import PolicyError
+from ..rules import Rule, format_rule
 
 SUITE_SUFFIXES = (".yaml", ".yml")
 MAX_SUITE_BYTES = 10 * 1024 * 1024
@@ -189,13 +199,99 @@ def load_suites(path: Path) -> list[SuiteCase]:
     return [case for file in files for case in load_suite(file)]
 
 
+def select_cases(cases: Sequence[SuiteCase], pattern: str | None) -> list[SuiteCase]:
+    """The cases whose id (`file::name`) the regular expression `pattern` finds (all: None).
+
+    PolicyError when the expression is invalid or selects nothing (a filter typo must not pass).
+    """
+    if pattern is None:
+        return list(cases)
+    try:
+        expression = re.compile(pattern)
+    except re.error as exc:
+        raise PolicyError(f"--run {pattern!r}: not a regular expression ({exc})") from None
+    selected = [case for case in cases if expression.search(case.id)]
+    if not selected:
+        raise PolicyError(f"--run {pattern!r}: no test case name matches")
+    return selected
+
+
 def run_suites(cases: Sequence[SuiteCase], engine: Engine) -> list[SuiteResult]:
     """Decide every case against the engine's current snapshot."""
     snapshot = engine.snapshot
     return [SuiteResult(case, engine.check(case.request(), snapshot)) for case in cases]
 
 
-def render_results(results: Iterable[SuiteResult]) -> tuple[str, bool]:
+@dataclass(frozen=True)
+class Coverage:
+    """Which rules of the tested policy the cases exercised, and which they did not."""
+
+    total: int
+    missed: tuple[Rule, ...]
+    locations: Mapping[Rule, str] = field(default_factory=dict)
+
+    @property
+    def exercised(self) -> int:
+        return self.total - len(self.missed)
+
+    @property
+    def percent(self) -> float:
+        return 100.0 if not self.total else round(100 * self.exercised / self.total, 1)
+
+    def where(self, rule: Rule) -> str:
+        return self.locations.get(rule, "")
+
+    def to_dict(self) -> dict:
+        return {
+            "rules": self.total,
+            "exercised": self.exercised,
+            "percent": self.percent,
+            "not_exercised": [
+                {"rule": format_rule(rule), "location": self.where(rule) or None}
+                for rule in self.missed
+            ],
+        }
+
+
+def exercised_rules(snapshot: Snapshot, results: Iterable[SuiteResult]) -> set[Rule]:
+    """The deciding rule of every case and the role links of its deciding path."""
+    used: set[Rule] = set()
+    for result in results:
+        decision = result.decision
+        if decision.rule is not None:
+            used.add(decision.rule)
+            links = reads.path_links(snapshot, result.case.org, decision.path)
+            used.update(reads.link_rule(link) for link in links)
+    return used
+
+
+def coverage_of(
+    snapshot: Snapshot,
+    results: Iterable[SuiteResult],
+    locations: Mapping[Rule, str] | None = None,
+) -> Coverage:
+    """Coverage of every `p` rule and role link of `snapshot` by `results`; `locations`: the
+    `file:line` of each rule, when it came from policy files."""
+    locations = locations or {}
+    order = {rule: position for position, rule in enumerate(locations)}
+    rules = [
+        rule
+        for rule in snapshot.rules()
+        if reads.grant_of(rule) is not None or reads.link_of(rule) is not None
+    ]
+    used = exercised_rules(snapshot, results)
+    missed = tuple(
+        sorted(
+            (rule for rule in set(rules) if rule not in used),
+            key=lambda rule: (order.get(rule, len(order)), rule),
+        )
+    )
+    return Coverage(len(set(rules)), missed, dict(locations))
+
+
+def render_results(
+    results: Iterable[SuiteResult], coverage: Coverage | None = None
+) -> tuple[str, bool]:
     """pytest-like report (dots, failures with explanations, `N passed, N failed`); ok flag."""
     results = list(results)
     dots = "".join("." if result.passed else "F" for result in results)
@@ -210,6 +306,144 @@ def render_results(results: Iterable[SuiteResult]) -> tuple[str, bool]:
                 f"  {case.describe()}: expected {case.expect}, got {result.actual}",
             ]
             out += [f"    {line}" for line in result.explain()]
+    if coverage is not None:
+        out += ["", *_coverage_lines(coverage)]
     passed = len(results) - len(failures)
     out += ["", f"{passed} passed, {len(failures)} failed"]
     return "\n".join(out) + "\n", not failures
+
+
+def _coverage_lines(coverage: Coverage) -> list[str]:
+    lines = [
+        f"coverage: {coverage.exercised} of {coverage.total} rules exercised ({coverage.percent}%)"
+    ]
+    if coverage.missed:
+        lines.append("not exercised by any case:")
+        for rule in coverage.missed:
+            where = coverage.where(rule)
+            lines.append(f"  {where + ': ' if where else ''}{format_rule(rule)}")
+    return lines
+
+
+def _case_dict(result: SuiteResult) -> dict:
+    case, reason = result.case, result.decision.reason
+    return {
+        "id": case.id,
+        "name": case.name or None,
+        "file": case.path,
+        "line": case.line,
+        "subject": case.subject,
+        "org": case.org,
+        "resource": case.resource,
+        "action": case.action,
+        "owner": case.owner or None,
+        "expect": case.expect,
+        "actual": result.actual,
+        "passed": result.passed,
+        "reason": reason["summary"],
+        "rule": reason.get("rule"),
+        "path": reason.get("path"),
+        "error": reason.get("error"),
+    }
+
+
+def render_json(
+    results: Iterable[SuiteResult], coverage: Coverage | None = None
+) -> tuple[str, bool]:
+    """One JSON document: counts, every case with its decision, and coverage when asked."""
+    results = list(results)
+    failed = sum(not result.passed for result in results)
+    document: dict = {
+        "passed": len(results) - failed,
+        "failed": failed,
+        "cases": [_case_dict(result) for result in results],
+    }
+    if coverage is not None:
+        document["coverage"] = coverage.to_dict()
+    return json.dumps(document, indent=2) + "\n", not failed
+
+
+def render_junit(
+    results: Iterable[SuiteResult], coverage: Coverage | None = None
+) -> tuple[str, bool]:
+    """JUnit XML (one `testsuite` per suite file) for CI test reports."""
+    results = list(results)
+    by_file: dict[str, list[SuiteResult]] = {}
+    for result in results:
+        by_file.setdefault(result.case.path, []).append(result)
+    failed = sum(not result.passed for result in results)
+    root = ElementTree.Element(
+        "testsuites", name="rolegate test", tests=str(len(results)), failures=str(failed)
+    )
+    for path, items in by_file.items():
+        suite = ElementTree.SubElement(
+            root,
+            "testsuite",
+            name=path,
+            tests=str(len(items)),
+            failures=str(sum(not item.passed for item in items)),
+            errors="0",
+        )
+        for item in items:
+            case = item.case
+            element = ElementTree.SubElement(
+                suite,
+                "testcase",
+                classname=path,
+                name=case.name or f"case {case.index}",
+                file=path,
+                line=str(case.line),
+            )
+            if not item.passed:
+                failure = ElementTree.SubElement(
+                    element,
+                    "failure",
+                    message=f"{case.describe()}: expected {case.expect}, got {item.actual}",
+                    type="unexpected_decision",
+                )
+                failure.text = "\n".join(item.explain())
+    if coverage is not None:
+        suite = ElementTree.SubElement(
+            root, "testsuite", name="rolegate coverage", tests="0", failures="0", errors="0"
+        )
+        properties = ElementTree.SubElement(suite, "properties")
+        for name, value in (
+            ("rules", coverage.total),
+            ("exercised", coverage.exercised),
+            ("percent", coverage.percent),
+        ):
+            ElementTree.SubElement(properties, "property", name=name, value=str(value))
+        ElementTree.SubElement(suite, "system-out").text = "\n".join(_coverage_lines(coverage))
+    ElementTree.indent(root)
+    text = ElementTree.tostring(root, encoding="unicode", xml_declaration=True)
+    return text + "\n", not failed
+
+
+CSV_COLUMNS = (
+    "id", "file", "line", "subject", "org", "resource", "action", "owner", "expect", "actual",
+    "passed", "rule", "path",
+)  # fmt: skip
+
+
+def render_csv(
+    results: Iterable[SuiteResult], coverage: Coverage | None = None
+) -> tuple[str, bool]:
+    """One row per case (coverage is a list of rules, not cases: table, json or junit)."""
+    if coverage is not None:
+        raise PolicyError("--coverage is reported in the table, json and junit formats, not csv")
+    results = list(results)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for result in results:
+        row = _case_dict(result)
+        writer.writerow("" if row[name] is None else str(row[name]) for name in CSV_COLUMNS)
+    return buffer.getvalue(), all(result.passed for result in results)
+
+
+RENDERERS = {
+    "table": render_results,
+    "json": render_json,
+    "csv": render_csv,
+    "junit": render_junit,
+}

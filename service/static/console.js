@@ -53,28 +53,47 @@
     }
   }
 
+  function authorization(value) {
+    // API keys (rgk_<id>_<secret>) use their own scheme; everything else is a bearer JWT.
+    return (/^rgk_/.test(value) ? "ApiKey " : "Bearer ") + value;
+  }
+
+  async function errorOf(response) {
+    let code = "http_" + response.status;
+    let message = response.statusText || "request failed (HTTP " + response.status + ")";
+    try {
+      const data = await response.json();
+      code = data.error.code;
+      message = data.error.message;
+    } catch (ignored) {
+      // not our JSON error shape
+    }
+    return new ApiError(response.status, code, message);
+  }
+
   async function api(path, options) {
+    const opts = options || {};
+    const headers = { Authorization: authorization(opts.token || token()), Accept: "application/json" };
+    let payload;
+    if (opts.json !== undefined) {
+      headers["Content-Type"] = "application/json";
+      payload = JSON.stringify(opts.json);
+    }
     const response = await fetch(path, {
-      headers: { Authorization: "Bearer " + token(), Accept: "application/json" },
-      cache: "no-store",
-      ...(options || {}),
+      method: opts.method || "GET", headers: headers, body: payload, cache: "no-store",
     });
     if (!response.ok) {
-      let code = "http_" + response.status;
-      let message = response.statusText;
-      try {
-        const data = await response.json();
-        code = data.error.code;
-        message = data.error.message;
-      } catch (ignored) {
-        // not our JSON error shape
+      const error = await errorOf(response);
+      if (response.status === 401 && !opts.token) {
+        signOut("Your token was refused (" + error.message + "). Sign in again.");
       }
-      if (response.status === 401) {
-        signOut("Your token was refused (" + message + "). Sign in again.");
-      }
-      throw new ApiError(response.status, code, message);
+      throw error;
     }
     return response;
+  }
+
+  async function send(method, path, json) {
+    return (await api(path, { method: method, json: json })).json();
   }
 
   async function apiJson(path) {
@@ -112,28 +131,21 @@
 
   // ------------------------------------------------------------------ sign in / out
 
-  function decodeClaims(jwt) {
-    try {
-      const part = jwt.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
-      return JSON.parse(decodeURIComponent(escape(atob(part))));
-    } catch (ignored) {
-      return null;
-    }
-  }
+  let identity = null; // the caller as the server authenticated it (GET /v1/whoami)
 
-  function claimOrg(claims) {
-    if (!claims) return null;
-    const candidates = [
-      claims.org, claims.org_id, claims.organization,
-      claims.o && claims.o.id, claims.app_metadata && claims.app_metadata.org_id,
-    ];
-    return candidates.find((value) => typeof value === "string" && value) || null;
+  function claimOrg() {
+    return identity && identity.org ? identity.org : null;
   }
 
   function signOut(message) {
     sessionStorage.removeItem(TOKEN_KEY);
+    identity = null;
     showSignedIn(false);
     setStatus(message || "Signed out.", Boolean(message));
+  }
+
+  function describe(who) {
+    return who.subject + (who.org ? " in " + who.org : "") + (who.kind === "api_key" ? " (API key)" : "");
   }
 
   function showSignedIn(signedIn) {
@@ -141,19 +153,34 @@
     document.getElementById("sign-out").hidden = !signedIn;
     for (const node of document.querySelectorAll("[data-needs-token]")) node.hidden = !signedIn;
     const who = document.getElementById("whoami");
-    const claims = signedIn ? decodeClaims(token()) : null;
-    who.hidden = !claims;
-    who.textContent = claims && claims.sub ? "signed in as " + claims.sub : "";
+    who.hidden = !(signedIn && identity);
+    who.textContent = signedIn && identity ? "signed in as " + describe(identity) : "";
     if (!signedIn) document.getElementById("token").focus();
   }
 
-  document.getElementById("sign-in-form").addEventListener("submit", (event) => {
+  async function verify(value) {
+    return (await api("/v1/whoami", { token: value })).json();
+  }
+
+  document.getElementById("sign-in-form").addEventListener("submit", async (event) => {
     event.preventDefault();
-    const value = document.getElementById("token").value.trim().replace(/^Bearer\s+/i, "");
+    const input = document.getElementById("token");
+    const message = document.getElementById("sign-in-message");
+    const value = input.value.trim().replace(/^(Bearer|ApiKey)\s+/i, "");
     if (!value) return;
+    message.textContent = "Checking the token…";
+    try {
+      identity = await verify(value);
+    } catch (error) {
+      message.textContent = "Not signed in: " + error.message;
+      setStatus("Not signed in: " + error.message, true);
+      input.focus();
+      return;
+    }
     sessionStorage.setItem(TOKEN_KEY, value);
-    document.getElementById("token").value = "";
-    setStatus("Signed in.");
+    input.value = "";
+    message.textContent = "";
+    setStatus("Signed in as " + describe(identity) + ".");
     showSignedIn(true);
     start();
   });
@@ -172,7 +199,7 @@
     const input = document.getElementById("org-input");
     const list = document.getElementById("recent-orgs");
     const orgs = JSON.parse(sessionStorage.getItem(ORGS_KEY) || "[]");
-    const fromToken = claimOrg(decodeClaims(token()));
+    const fromToken = claimOrg();
     if (fromToken && !orgs.includes(fromToken)) orgs.unshift(fromToken);
     list.replaceChildren(...orgs.map((name) => el("option", { value: name })));
     if (!input.value && orgs.length) input.value = orgs[0];
@@ -196,23 +223,256 @@
     return matrixData;
   }
 
-  async function showMembers() {
-    const data = await loadMatrix();
-    const rows = data.rows
-      .filter((row) => row.kind !== "owner")
-      .map((row) =>
-        el("tr", {},
-          el("td", {}, subjectLink(row.subject, row.kind)),
-          el("td", { text: row.kind }),
-          el("td", {},
-            row.roles.length
-              ? el("ul", { className: "roles" },
-                  ...row.roles.map((r) => el("li", {}, el("strong", { text: r.role }), " ",
-                    el("span", { className: "path", text: r.path }))))
-              : el("span", { className: "muted", text: "no roles" }))));
-    replaceRows(document.getElementById("members-table"),
-      rows.length ? rows : [emptyRow(3, "No members.")]);
-    setStatus(rows.length + " subjects at revision " + data.revision + ".");
+  // ------------------------------------------------------------------ admin panels
+
+  function say(id, message, isError) {
+    const box = document.getElementById(id);
+    box.textContent = message || "";
+    box.classList.toggle("error", Boolean(isError));
+  }
+
+  function failIn(id) {
+    return (error) => {
+      if (error instanceof ApiError && error.status === 401) return; // signOut() said why
+      say(id, "Refused: " + (error.message || String(error)), true);
+    };
+  }
+
+  function roleList(text) {
+    return text.split(",").map((name) => name.trim()).filter(Boolean);
+  }
+
+  const knownRoles = new Set();
+
+  function learnRoles(names) {
+    for (const name of names) knownRoles.add(name);
+    document.getElementById("known-roles").replaceChildren(
+      ...[...knownRoles].sort().map((name) => el("option", { value: name })));
+  }
+
+  function button(text, onClick, label) {
+    const node = el("button", { type: "button", "aria-label": label || null, text: text });
+    node.addEventListener("click", onClick);
+    return node;
+  }
+
+  // A destructive action asks once more in place; the confirm button takes the focus.
+  function confirmInCell(cell, question, action) {
+    const previous = [...cell.childNodes];
+    const trigger = document.activeElement;
+    const cancel = button("Cancel", () => {
+      cell.replaceChildren(...previous);
+      (cell.contains(trigger) ? trigger : cell.querySelector("button")).focus();
+    });
+    const yes = button("Yes, " + question.toLowerCase(), action);
+    yes.className = "danger";
+    cell.replaceChildren(el("span", { className: "confirm", text: question + "?" }), " ", yes, " ", cancel);
+    yes.focus();
+  }
+
+  function invalidateAudit() {
+    matrixData = null;
+    loaded.delete("matrix");
+  }
+
+  // -- members: GET/PUT/DELETE /v1/orgs/<org>/members[/<subject>]
+
+  let membersNext = null;
+
+  function memberPath(name) {
+    return orgPath("/members/" + encodeURIComponent(name));
+  }
+
+  function memberRow(member) {
+    const rolesCell = el("td", {}, member.roles.join(", "));
+    const actions = el("td", { className: "actions" });
+    const edit = button("Change roles", () => editRoles(member, rolesCell), "Change roles of " + member.subject);
+    const remove = button("Remove", () => confirmInCell(actions, "Remove " + member.subject,
+      () => removeMember(member.subject)), "Remove " + member.subject);
+    remove.className = "danger";
+    actions.append(edit, " ", remove);
+    return el("tr", { "data-subject": member.subject },
+      el("td", {}, subjectLink(member.subject, "user")),
+      rolesCell,
+      el("td", { className: "muted" }, member.inherited.join(", ")),
+      actions);
+  }
+
+  function editRoles(member, cell) {
+    const id = "edit-roles-" + Math.random().toString(36).slice(2);
+    const input = el("input", { id: id, value: member.roles.join(", "), autocomplete: "off",
+      list: "known-roles", spellcheck: "false" });
+    const form = el("form", { className: "inline" },
+      el("label", { for: id, className: "visually-hidden", text: "Roles of " + member.subject }),
+      input, " ", el("button", { type: "submit", text: "Save" }), " ");
+    form.append(button("Cancel", () => { showMembers().catch(failIn("members-message")); }));
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      setMember(member.subject, roleList(input.value)).catch(failIn("members-message"));
+    });
+    cell.replaceChildren(form);
+    input.focus();
+    input.select();
+  }
+
+  async function setMember(name, roles) {
+    const result = await send("PUT", memberPath(name), { roles: roles });
+    invalidateAudit();
+    await showMembers();
+    say("members-message", name + " now has the roles " + result.roles.join(", ") +
+      " (revision " + result.revision + ").");
+    const row = [...document.querySelectorAll("#members-table tbody tr")]
+      .find((r) => r.dataset.subject === name);
+    (row ? row.querySelector("button") : document.getElementById("member-subject")).focus();
+  }
+
+  async function removeMember(name) {
+    try {
+      const result = await send("DELETE", memberPath(name));
+      invalidateAudit();
+      await showMembers();
+      say("members-message", name + " was removed (revision " + result.revision + ").");
+    } catch (error) {
+      await showMembers().catch(() => null);
+      failIn("members-message")(error);
+    }
+    document.getElementById("member-subject").focus();
+  }
+
+  async function showMembers(more) {
+    const query = new URLSearchParams({ limit: "500" });
+    if (more && membersNext) query.set("after", membersNext);
+    const data = await apiJson(orgPath("/members?" + query.toString()));
+    const rows = data.members.map(memberRow);
+    const table = document.getElementById("members-table");
+    if (more) table.tBodies[0].append(...rows);
+    else replaceRows(table, rows.length ? rows : [emptyRow(4, "No members.")]);
+    for (const member of data.members) learnRoles([...member.roles, ...member.inherited]);
+    membersNext = data.next;
+    document.getElementById("members-more").hidden = !data.next;
+    filterRows(table, document.getElementById("members-filter").value);
+    setStatus(table.tBodies[0].querySelectorAll("tr:not(.empty)").length +
+      " members at revision " + data.revision + ".");
+  }
+
+  // -- API keys: GET/POST /v1/orgs/<org>/api-keys, DELETE .../api-keys/<id>
+
+  function keyRow(key) {
+    const actions = el("td", { className: "actions" });
+    if (key.state === "active") {
+      const revoke = button("Revoke", () => confirmInCell(actions, "Revoke " + key.name,
+        () => revokeKey(key)), "Revoke key " + key.name);
+      revoke.className = "danger";
+      actions.append(revoke);
+    }
+    return el("tr", { "data-key": key.id },
+      el("td", { className: "name", text: key.name }),
+      el("td", {}, el("code", { text: key.id })),
+      el("td", { text: key.roles.join(", ") }),
+      el("td", { className: "state " + key.state, text: key.state }),
+      el("td", { text: String(key.created_at || "").replace("T", " ").slice(0, 19) + " by " + key.created_by }),
+      el("td", { text: key.expires_at ? String(key.expires_at).replace("T", " ").slice(0, 19) : "never" }),
+      actions);
+  }
+
+  async function showKeys() {
+    const data = await apiJson(orgPath("/api-keys"));
+    const rows = data.api_keys.map(keyRow);
+    replaceRows(document.getElementById("api-keys-table"), rows.length ? rows : [emptyRow(7, "No API keys.")]);
+    setStatus(rows.length + " API keys.");
+  }
+
+  function showSecret(key) {
+    const box = document.getElementById("new-key");
+    document.getElementById("new-key-value").textContent = key;
+    box.hidden = false;
+    box.focus();
+  }
+
+  function forgetSecret() {
+    document.getElementById("new-key-value").textContent = "";
+    document.getElementById("new-key").hidden = true;
+  }
+
+  async function createKey(form) {
+    const body = { name: form.elements.name.value.trim(), roles: roleList(form.elements.roles.value) };
+    const expires = form.elements.expires_at.value.trim();
+    if (expires) body.expires_at = expires;
+    const created = await send("POST", orgPath("/api-keys"), body);
+    form.reset();
+    invalidateAudit();
+    await showKeys();
+    say("api-keys-message", "Created key " + created.name + " (" + created.id + ") with the roles " +
+      created.roles.join(", ") + ".");
+    showSecret(created.key);
+  }
+
+  async function revokeKey(key) {
+    try {
+      await send("DELETE", orgPath("/api-keys/" + encodeURIComponent(key.id)));
+      invalidateAudit();
+      say("api-keys-message", "Revoked key " + key.name + " (" + key.id + "): it is refused from now on.");
+    } catch (error) {
+      failIn("api-keys-message")(error);
+    }
+    await showKeys().catch(failIn("api-keys-message"));
+    document.getElementById("key-name").focus();
+  }
+
+  // -- org rules: GET/POST/DELETE /v1/orgs/<org>/rules
+
+  function ruleText(rule) {
+    return rule.type === "p"
+      ? ["p", rule.subject, org, rule.resource, rule.action, rule.effect].join(", ")
+      : ["g", rule.member, rule.role, org].join(", ");
+  }
+
+  function ruleRow(rule) {
+    const actions = el("td", { className: "actions" });
+    const text = ruleText(rule);
+    const remove = button("Remove", () => confirmInCell(actions, "Remove this rule",
+      () => changeRule("DELETE", rule)), "Remove rule " + text);
+    remove.className = "danger";
+    actions.append(remove);
+    return el("tr", {}, el("td", {}, el("code", { text: text })), actions);
+  }
+
+  async function showRules() {
+    const data = await apiJson(orgPath("/rules"));
+    const rows = data.rules.map(ruleRow);
+    replaceRows(document.getElementById("rules-table"), rows.length ? rows : [emptyRow(2, "No org rules.")]);
+    learnRoles(data.rules.map((rule) => rule.type === "p" ? rule.subject : rule.role));
+    setStatus(rows.length + " org rules at revision " + data.revision + ".");
+  }
+
+  function ruleFromForm(form) {
+    const value = (name) => form.elements[name].value.trim();
+    return form.elements.type.value === "p"
+      ? { type: "p", subject: value("subject"), resource: value("resource"), action: value("action"),
+          effect: form.elements.effect.value }
+      : { type: "g", member: value("member"), role: value("role") };
+  }
+
+  async function changeRule(method, rule) {
+    try {
+      const result = await send(method, orgPath("/rules"), { rules: [rule] });
+      invalidateAudit();
+      say("rules-message", (method === "POST" ? "Added " : "Removed ") + ruleText(rule) +
+        " (revision " + result.revision + ").");
+    } catch (error) {
+      failIn("rules-message")(error);
+      if (method === "POST") throw error;
+    }
+    await showRules().catch(failIn("rules-message"));
+    if (method === "DELETE") document.getElementById("rule-type").focus();
+  }
+
+  function showRuleKind() {
+    const kind = document.getElementById("rule-type").value;
+    for (const group of document.querySelectorAll("[data-rule-kind]")) {
+      group.hidden = group.dataset.ruleKind !== kind;
+      for (const input of group.querySelectorAll("input")) input.required = !group.hidden;
+    }
   }
 
   async function showMatrix() {
@@ -276,13 +536,15 @@
         el("td", { className: "path", text: entry.path }),
         el("td", {}, el("code", { text: entry.rule || "" }))));
     if (cursor) table.tBodies[0].append(...rows);
-    else replaceRows(table, rows.length ? rows : [emptyRow(5, "Nobody may do this.")]);
+    else replaceRows(table, rows.length ? rows : [emptyRow(5, "Nobody may do this." +
+      (data.hint ? " Hint: " + data.hint + "." : ""))]);
     const more = document.getElementById("who-can-more");
     more.hidden = !data.next_cursor;
     more.onclick = () => searchWhoCan(data.next_cursor).catch(fail);
     const shown = table.tBodies[0].querySelectorAll("tr:not(.empty)").length;
     setStatus(shown + " allowed to " + data.action + " " + data.resource +
-      (data.next_cursor ? " so far (more to load)." : "."));
+      (data.next_cursor ? " so far (more to load)." : ".") + (data.hint ? " Hint: " + data.hint + "." : ""),
+      Boolean(data.hint));
   }
 
   async function showChanges() {
@@ -375,13 +637,17 @@
   }
 
   const views = {
-    members: showMembers,
+    members: () => showMembers(false),
+    "api-keys": showKeys,
+    rules: showRules,
     matrix: showMatrix,
     "who-can": async () => document.getElementById("who-can-resource").focus(),
     changes: showChanges,
     decisions: showDecisions,
     shadow: showShadow,
   };
+
+  const CACHED_VIEWS = new Set(["matrix", "who-can"]); // the others reload when shown
 
   function selectView() {
     const name = (window.location.hash || "#members").slice(1);
@@ -393,7 +659,7 @@
       if (tab.dataset.tab === view) tab.setAttribute("aria-current", "page");
       else tab.removeAttribute("aria-current");
     }
-    if (!loaded.has(view) || view === "changes" || view === "decisions" || view === "shadow") {
+    if (!loaded.has(view) || !CACHED_VIEWS.has(view)) {
       loaded.add(view);
       setStatus("Loading…");
       views[view]().catch(fail);
@@ -405,6 +671,42 @@
     window.addEventListener("hashchange", selectView);
     document.getElementById("members-filter").oninput = (event) =>
       filterRows(document.getElementById("members-table"), event.target.value);
+    document.getElementById("members-more").onclick = () =>
+      showMembers(true).catch(failIn("members-message"));
+    document.getElementById("member-form").onsubmit = (event) => {
+      event.preventDefault();
+      const name = document.getElementById("member-subject").value.trim();
+      const roles = roleList(document.getElementById("member-roles").value);
+      setMember(name, roles).then(() => {
+        document.getElementById("member-form").reset();
+        document.getElementById("member-subject").focus();
+      }).catch(failIn("members-message"));
+    };
+    document.getElementById("key-form").onsubmit = (event) => {
+      event.preventDefault();
+      createKey(event.target).catch(failIn("api-keys-message"));
+    };
+    document.getElementById("new-key-copy").onclick = () => {
+      const value = document.getElementById("new-key-value").textContent;
+      navigator.clipboard.writeText(value).then(
+        () => say("api-keys-message", "Copied the key."),
+        () => say("api-keys-message", "Copying failed: select the key and copy it.", true));
+    };
+    document.getElementById("new-key-done").onclick = () => {
+      forgetSecret();
+      document.getElementById("key-name").focus();
+    };
+    window.addEventListener("hashchange", forgetSecret);
+    document.getElementById("rule-type").onchange = showRuleKind;
+    showRuleKind();
+    document.getElementById("rule-form").onsubmit = (event) => {
+      event.preventDefault();
+      const form = event.target;
+      changeRule("POST", ruleFromForm(form)).then(() => {
+        for (const input of form.querySelectorAll("input")) input.value = "";
+        document.getElementById("rule-type").focus();
+      }).catch(() => null);
+    };
     document.getElementById("matrix-filter").oninput = applyMatrixFilter;
     document.getElementById("matrix-csv").onclick = () => downloadCsv().catch(fail);
     document.getElementById("who-can-form").onsubmit = (event) => {
@@ -431,9 +733,15 @@
 
   // ------------------------------------------------------------------ subject page
 
-  async function startSubject() {
+  async function showPermissions() {
     setStatus("Loading…");
-    const data = await apiJson(orgPath("/subjects/" + encodeURIComponent(subject) + "/permissions"));
+    const query = new URLSearchParams();
+    for (const name of ["resource", "action"]) {
+      const value = document.getElementById("permissions-" + name).value.trim();
+      if (value) query.set(name, value);
+    }
+    const suffix = query.toString() ? "?" + query.toString() : "";
+    const data = await apiJson(orgPath("/subjects/" + encodeURIComponent(subject) + "/permissions" + suffix));
     const roles = document.getElementById("subject-roles");
     roles.replaceChildren(...(data.roles.length
       ? data.roles.map((r) => el("li", {}, el("strong", { text: r.role }), " ",
@@ -448,10 +756,22 @@
         el("td", { className: "path", text: p.path }),
         el("td", {}, el("code", { text: p.rule }))));
     const table = document.getElementById("permissions-table");
-    replaceRows(table, rows.length ? rows : [emptyRow(6, "No rules apply to this subject.")]);
+    replaceRows(table, rows.length ? rows : [emptyRow(6, suffix
+      ? "No rule held by this subject matches." : "No rules apply to this subject.")]);
+    filterRows(table, document.getElementById("permissions-filter").value);
+    say("permissions-message", data.hint ? "Hint: " + data.hint + "." : "", Boolean(data.hint));
+    setStatus(data.permissions.length + " rules at revision " + data.revision + ".");
+  }
+
+  async function startSubject() {
+    const table = document.getElementById("permissions-table");
     document.getElementById("permissions-filter").oninput = (event) =>
       filterRows(table, event.target.value);
-    setStatus(data.permissions.length + " rules at revision " + data.revision + ".");
+    document.getElementById("permissions-query").onsubmit = (event) => {
+      event.preventDefault();
+      showPermissions().catch(fail);
+    };
+    await showPermissions();
   }
 
   // ------------------------------------------------------------------ start
@@ -467,6 +787,34 @@
     }
   }
 
-  showSignedIn(Boolean(token()));
-  start();
+  async function resume() {
+    if (!token()) {
+      showSignedIn(false);
+      return;
+    }
+    try {
+      identity = await verify(token());
+    } catch (error) {
+      signOut("Your token was refused (" + error.message + "). Sign in again.");
+      return;
+    }
+    showSignedIn(true);
+    start();
+  }
+
+  // For panels added by other scripts (loaded after this one): an org-page view is a tab link
+  // `<a data-tab=NAME>`, a `<section class="view" data-view=NAME>` and a loader registered here.
+  window.RolegateConsole = Object.freeze({
+    api: api,
+    apiJson: apiJson,
+    send: send,
+    el: el,
+    setStatus: setStatus,
+    emptyRow: emptyRow,
+    replaceRows: replaceRows,
+    orgPath: orgPath,
+    addView: (name, loader) => { views[name] = loader; },
+  });
+
+  resume();
 })();

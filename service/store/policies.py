@@ -585,7 +585,13 @@ class PolicyStore:
         return cls(engine)
 
     @property
+    def sql_engine(self) -> sa.Engine:
+        """The SQLAlchemy engine of the store's database (not the decision engine)."""
+        return self._engine
+
+    @property
     def engine(self) -> sa.Engine:
+        """Former name of `sql_engine`, kept for one release."""
         return self._engine
 
     def dispose(self) -> None:
@@ -999,7 +1005,8 @@ class PolicyStore:
         self._check_actor(actor)
         wanted = {validate_rule(rule) for rule in rules}
         seed_rules = {validate_rule(rule) for rule in seeds}
-        with self._transaction(write=True) as conn:
+        # An import of the whole policy dir: not bounded in time (see rolegate.store.db).
+        with self._transaction(write=True, timeout=None) as conn:
             current = self._current_revision(conn, lock=True)
             if expected_revision is not None and expected_revision != current:
                 raise Conflict(
