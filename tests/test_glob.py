@@ -111,6 +111,22 @@ def test_pattern_casbin_refuses_fails_every_check():
     assert glob_problem("/a/**/*.txt") is None
 
 
+def test_pattern_too_large_for_bounded_steps_is_refused():
+    letters = "{a,b,c,d,e,f,g,h,i,j}"
+    huge = "/**/" + letters * 3 + "/**/x"  # 1000 expansions Casbin evaluates
+    assert glob_match("/q/abc/r/x", huge) is True
+    problem = patterns.validate_pattern(huge, allow_regex=False, function="globMatch")
+    assert problem is not None and "automaton states" in problem
+    with pytest.raises(patterns.PatternError):
+        patterns.compile_matcher("globMatch", huge)("/q/abc/r/x")
+    assert (
+        patterns.validate_pattern(
+            "/**/" + letters + "/**/x", allow_regex=False, function="globMatch"
+        )
+        is None
+    )
+
+
 def seconds(matcher, resource: str) -> float:
     started = time.perf_counter()
     matcher(resource)
