@@ -37,7 +37,10 @@ FLAGS = wcglob.GLOBSTAR | wcglob.BRACE  # what Casbin's glob_match passes
 # patterns). 1,600 states (`/**/{a,b,c,d}{a,b,c,d}{a,b,c,d}/**/x`) take ~0.3 s for 2,048
 # characters that never repeat a step; typical patterns are under 100 states.
 MAX_STATES = 2_000
-MAX_CACHED_STEPS = 50_000  # shared by all patterns (a few MB); cleared when full
+# The step cache is shared by all patterns and cleared when it holds this many steps or live
+# states in all (a few MB; a live-state set is stored once for all the steps that reach it).
+MAX_CACHED_STEPS = 20_000
+MAX_CACHED_STATES = 300_000
 
 
 class GlobError(Exception):
@@ -299,15 +302,34 @@ class _Automaton:
             key = (self, states, text[max(0, pos - reach) : pos], text[pos : pos + reach + 1])
             following = steps.get(key)
             if following is None:
-                if len(steps) >= MAX_CACHED_STEPS:
-                    steps.clear()
-                following = steps[key] = self.step(states, text, pos)
+                following = _cache_step(key, self.step(states, text, pos))
             states = following
         return self.accepts(states, text, len(text))
 
 
 # (automaton, live states, text before, text from the position) -> live states after the step
 _STEPS: dict[tuple[_Automaton, frozenset[int], str, str], frozenset[int]] = {}
+_SETS: dict[frozenset[int], frozenset[int]] = {}  # one object per distinct live-state set
+
+
+def _cache_step(
+    key: tuple[_Automaton, frozenset[int], str, str], following: frozenset[int]
+) -> frozenset[int]:
+    global _cached_states
+    full = len(_STEPS) >= MAX_CACHED_STEPS
+    if full or _cached_states + len(following) > MAX_CACHED_STATES:
+        _STEPS.clear()
+        _SETS.clear()
+        _cached_states = 0
+    shared = _SETS.get(following)
+    if shared is None:
+        shared = _SETS[following] = following
+        _cached_states += len(following) + 1
+    _STEPS[key] = shared
+    return shared
+
+
+_cached_states = 0
 
 
 def compile_glob(pattern: str) -> Callable[[str], bool]:
