@@ -147,6 +147,12 @@ class Rig:
         )
 
 
+@pytest.fixture(autouse=True)
+def own_metrics(monkeypatch):
+    """This module's metrics in a registry of their own (other modules read absolute values)."""
+    monkeypatch.setattr(metrics, "_metrics", None)
+
+
 @pytest.fixture
 def rig(settings, tmp_path, monkeypatch):
     candidate = tmp_path / "candidate"
