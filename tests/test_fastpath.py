@@ -173,6 +173,14 @@ def rig(settings, tmp_path, monkeypatch):
     root.addHandler(recorder)
     root.setLevel(logging.DEBUG)
     rig = Rig(core, app, app.wsgi_app, recorder)
+    KEYS.clear()
+    admin = credentials(core, "alice")
+    for name, roles in (("editor", ["editor"]), ("pep", ["pep"])):
+        created = app.test_client().post(
+            "/v1/orgs/acme/api-keys", json={"name": name, "roles": roles}, headers=admin
+        )
+        assert created.status_code == 201, created.get_json()
+        KEYS[name] = created.get_json()["key"]
     core.decision_listeners.append(rig.listen)
     yield rig
     root.removeHandler(recorder)
@@ -210,6 +218,9 @@ class Case:
         )
 
 
+KEYS: dict[str, str] = {}  # API keys the rig created: editor, pep
+
+
 def credentials(core: Rolegate, auth: str) -> dict[str, str]:
     def bearer(subject, org, ttl=600):
         token = mint_token(core.settings, subject=subject, org=org, ttl_seconds=ttl)
@@ -226,6 +237,8 @@ def credentials(core: Rolegate, auth: str) -> dict[str, str]:
         "basic": lambda: {"Authorization": "Basic YWxpY2U6eA=="},
         "huge": lambda: {"Authorization": "Bearer " + "a" * 17_000},
         "api-key": lambda: {"X-API-Key": "rg_" + "0" * 40},
+        "key-editor": lambda: {"Authorization": f"ApiKey {KEYS['editor']}"},
+        "key-pep": lambda: {"X-API-Key": KEYS["pep"]},
         "apikey-scheme": lambda: {"Authorization": "ApiKey rg_nope"},
         "both": lambda: {**bearer("alice", "acme"), "X-API-Key": "rg_x"},
     }
@@ -340,6 +353,8 @@ AUTHS = [
     "basic",
     "huge",
     "api-key",
+    "key-editor",
+    "key-pep",
     "apikey-scheme",
     "both",
 ]
