@@ -12,6 +12,7 @@ from wcmatch._wcparse import PatternLimitException
 
 from rolegate.engine import patterns
 from rolegate.engine.glob import GlobError, NotLinear, compile_glob, glob_problem
+from rolegate.policy.resources import is_literal, pattern_covers
 
 PATTERN_TOKENS = (
     "/", "/", "/", ".", "*", "**", "?", "[", "]", "!", "^", "-", "{", "}", ",", "\\",
@@ -162,3 +163,11 @@ def test_distinct_resources_stay_linear():
         "/**/a*b/**/[!x]?c/**",
         lambda length: "/" + "".join(rng.choice("abcdefghij/é") for _ in range(length)),
     )
+
+
+@pytest.mark.parametrize("narrow", ["/a?", "/a[bc]", "/a{b,c}", "/a\\b"])
+def test_a_glob_with_wildcards_is_not_read_as_literal(narrow):
+    """`?`, classes, braces and escapes match more than their own text: coverage by a pattern
+    that matches only the text itself is never claimed."""
+    assert not is_literal("globMatch", narrow)
+    assert pattern_covers("globMatch", "/a\\?", narrow) is not True
