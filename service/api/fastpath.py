@@ -10,12 +10,12 @@ route and hooks call (`RequestHooks`, `Rolegate.authenticate`, `decode_json`, `c
 decision listeners are the same; tests/test_fastpath.py compares the two paths request by request.
 
 Plain means: method `POST`, the exact path, a JSON content type from `JSON_TYPES`, a decimal
-`Content-Length` below the app's `MAX_CONTENT_LENGTH`, no `Transfer-Encoding`, no cookie (Flask
-would open a session), a host Flask's router accepts (no `SERVER_NAME`/`TRUSTED_HOSTS`), no
+`Content-Length` of at most 9 digits, no `Transfer-Encoding`, no cookie (Flask would open a
+session), a host Flask's router accepts (no `SERVER_NAME`/`TRUSTED_HOSTS`), no
 listener on Flask's request signals, and an app whose hooks, error handlers, routes and JSON
 provider are the ones Rolegate registered (checked once, at the first request; see
-`_flask_is_stock`). The body is read after authenticating, by Werkzeug's reader, as the route
-reads it.
+`_flask_is_stock`). The body is read after authenticating, by Werkzeug's reader with the app's
+`MAX_CONTENT_LENGTH` (413 beyond it, 400 for a client gone mid-body), as the route reads it.
 """
 
 from __future__ import annotations
