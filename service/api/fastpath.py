@@ -120,7 +120,7 @@ class FastPath:
             return False  # someone listens to Flask's request signals (an APM agent, a test)
         if self.active is None:
             self.active = _flask_is_stock(app, self.hooks)
-            app._got_first_request = True  # type: ignore[attr-defined]  # as Flask would set it
+            app._got_first_request = True  # as Flask would set it
         return self.active
 
     def _host_routable(self, environ: dict[str, Any]) -> bool:
@@ -183,7 +183,8 @@ class FastPath:
     def _encode(self, document: dict[str, Any]) -> bytes:
         """`DefaultJSONProvider.response`'s text: compact unless debug, one newline."""
         provider = self.flask_app.json
-        if (provider.compact is None and self.flask_app.debug) or provider.compact is False:
+        compact = getattr(provider, "compact", None)  # DefaultJSONProvider's attribute
+        if (compact is None and self.flask_app.debug) or compact is False:
             text = provider.dumps(document, indent=2)
         else:
             text = provider.dumps(document, separators=(",", ":"))
