@@ -135,11 +135,13 @@ def validate_subject(value: Any, field_name: str = "subject") -> str:
     return subject
 
 
-def validate_roles(value: Any, field_name: str = "roles") -> tuple[str, ...]:
-    """1 to MAX_ROLES distinct role names."""
+def validate_roles(
+    value: Any, field_name: str = "roles", *, allow_empty: bool = False
+) -> tuple[str, ...]:
+    """1 (0 with `allow_empty`: a bulk item removing a member) to MAX_ROLES distinct role names."""
     if not isinstance(value, list):
         raise InvalidRequest(f"{field_name}: expected a list of role names")
-    if not value:
+    if not value and not allow_empty:
         raise InvalidRequest(f"{field_name}: give at least one role (remove a member instead)")
     if len(value) > MAX_ROLES:
         raise InvalidRequest(f"{field_name}: at most {MAX_ROLES} roles")
@@ -681,7 +683,7 @@ class OrgAdmin:
                 parsed.append(
                     (
                         validate_subject(item["subject"], f"{where}subject"),
-                        validate_roles(item["roles"], f"{where}roles"),
+                        validate_roles(item["roles"], f"{where}roles", allow_empty=True),
                     )
                 )
             except RolegateError as error:

@@ -64,7 +64,20 @@ PATTERNS = {
         "*broken",
         "/projects/[0-9",
     ),
-    "globMatch": ("/projects/*", "/projects/**", "/docs/*.md", "*", "/admin", "**", "/*"),
+    "globMatch": (
+        "/projects/*",
+        "/projects/**",
+        "/docs/*.md",
+        "*",
+        "/admin",
+        "**",
+        "/*",
+        "/**/docs/**",
+        "/{projects,docs}/?",
+        "/projects/[!1]",
+        "{/admin,/other}/**",
+        "/*/.hidden",
+    ),
     "equal": ("/projects/1", "/docs/a.md", "/admin"),
 }
 RESOURCES = (
@@ -79,6 +92,8 @@ RESOURCES = (
     "/other",
     "/",
     "x",
+    "/projects/.hidden",
+    "/a/docs/b.md",
 )
 
 

@@ -96,7 +96,7 @@ def test_api_creates_a_valid_org(live):
     assert response.status == 201, response.text
 
 
-@pytest.mark.parametrize("subject", ["team/ops", "a/b/c", "bulk"])
+@pytest.mark.parametrize("subject", ["team/ops", "a/b/c", "bulk/x"])
 def test_every_valid_subject_is_addressable_by_the_member_and_audit_routes(live, subject):
     encoded = quote(subject, safe="")
     response = call(live, "PUT", f"/v1/orgs/acme/members/{encoded}", {"roles": ["viewer"]})
@@ -117,6 +117,37 @@ def test_a_member_named_bulk_does_not_capture_the_bulk_endpoint(live):
     assert response.status == 200, response.text
     assert response.body["applied"] == 1
     assert not any(rule[1] == "bulk" for rule in live.core.engine.snapshot.rules("acme"))
+
+
+def test_a_member_named_bulk_is_managed_through_the_bulk_endpoint(live):
+    """`/members/bulk` is the bulk endpoint for every method (no route collision): PUT and
+    DELETE there are 405 with `Allow: POST`, and a member named `bulk` is set and removed by a
+    bulk item (an empty role list removes)."""
+    for method in ("PUT", "DELETE"):
+        response = call(live, method, "/v1/orgs/acme/members/bulk", {"roles": ["viewer"]})
+        assert response.status == 405, response.text
+        allow = {method.strip() for method in response.headers["allow"].split(",")}
+        assert "POST" in allow and not allow & {"PUT", "DELETE"}, allow
+
+    def held() -> set[str]:
+        return {rule[2] for rule in live.core.engine.snapshot.rules("acme") if rule[1] == "bulk"}
+
+    body = {"items": [{"subject": "bulk", "roles": ["viewer"]}]}
+    response = call(live, "POST", "/v1/orgs/acme/members/bulk", body)
+    assert response.status == 200 and response.body["applied"] == 1, response.text
+    assert held() == {"viewer"}
+    response = call(live, "GET", "/v1/orgs/acme/subjects/bulk/permissions")
+    assert response.status == 200 and response.body["subject"] == "bulk", response.text
+    body = {"items": [{"subject": "bulk", "roles": []}]}  # an empty role list removes
+    response = call(live, "POST", "/v1/orgs/acme/members/bulk", body)
+    assert response.status == 200 and response.body["applied"] == 1, response.text
+    assert held() == set()
+    # removing by bulk is guarded like DELETE: the org's last admin stays
+    response = call(
+        live, "POST", "/v1/orgs/acme/members/bulk", {"items": [{"subject": "alice", "roles": []}]}
+    )
+    assert response.body["applied"] == 0, response.text
+    assert response.body["results"][0]["error"]["code"] == "last_admin", response.text
 
 
 def test_api_refuses_a_star_subject(live):

@@ -10,6 +10,7 @@ from ..core import Rolegate
 from ..logs import configure_logging
 from . import audit, authzen, console, decisions, errors, forward_auth, health, hooks, orgs
 from . import plan as plan_api
+from .fastpath import FastPath
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 
@@ -55,9 +56,10 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the documented field order
     app.extensions["rolegate"] = core
-    hooks.init_app(app, core)
+    request_hooks = hooks.init_app(app, core)
     shadow.init_app(app, core)
     init_app(app)
+    app.wsgi_app = FastPath(app, core, request_hooks)  # type: ignore[method-assign]
     if follow_store:
         core.start_sync()
     return app

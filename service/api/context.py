@@ -52,7 +52,11 @@ def json_body() -> Any:
     """
     if not request.is_json:
         raise UnsupportedMediaType("expected a JSON body (Content-Type: application/json)")
-    raw = request.get_data(cache=True)
+    return decode_json(request.get_data(cache=True))
+
+
+def decode_json(raw: bytes) -> Any:
+    """`raw` as a JSON document, under the limits of `json_body` (400 `InvalidRequest`)."""
     try:
         return json.loads(raw, parse_int=_parse_int, parse_constant=_refuse_constant)
     except _NumberTooLong:

@@ -6,8 +6,9 @@ from typing import Any
 
 from flask import Blueprint
 
-from ..core import MAX_BATCH, parse_check_input, validate_min_revision
+from ..core import MAX_BATCH, Rolegate, parse_check_input, validate_min_revision
 from ..errors import InvalidRequest, PayloadTooLarge
+from ..identity import Principal
 from ..results import BatchResult, DecisionResult
 from .context import caller, get_core, json_body
 from .openapi import error_responses, json_request, json_response
@@ -41,14 +42,22 @@ def batch_json(batch: BatchResult) -> dict[str, Any]:
 @bp.post("/v1/check")
 def check():
     principal = caller()
-    check_input = parse_check_input(json_body())
-    return decision_json(get_core().check(principal, check_input))
+    return check_answer(get_core(), principal, json_body())
 
 
 @bp.post("/v1/check/batch")
 def check_batch():
     principal = caller()
-    body = json_body()
+    return batch_answer(get_core(), principal, json_body())
+
+
+def check_answer(core: Rolegate, principal: Principal, body: Any) -> dict[str, Any]:
+    """The answer of `/v1/check` to `body` (errors raise); shared with the fast path."""
+    return decision_json(core.check(principal, parse_check_input(body)))
+
+
+def batch_answer(core: Rolegate, principal: Principal, body: Any) -> dict[str, Any]:
+    """The answer of `/v1/check/batch` to `body` (errors raise); shared with the fast path."""
     if not isinstance(body, dict):
         raise InvalidRequest("body: expected a JSON object with a `checks` list")
     unknown = sorted(set(body) - {"checks", "min_revision"})
@@ -62,7 +71,6 @@ def check_batch():
     if len(checks) > MAX_BATCH:
         raise PayloadTooLarge(f"checks: at most {MAX_BATCH} per batch, got {len(checks)}")
     inputs = [parse_check_input(item, f"checks[{i}].") for i, item in enumerate(checks)]
-    core = get_core()
     core.ensure_revision(validate_min_revision(body.get("min_revision")))
     return batch_json(core.check_batch(principal, inputs))
 

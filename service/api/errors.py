@@ -25,12 +25,44 @@ HTTP_CODES = {
 }
 
 
+def error_document(code: str, message: str) -> dict:
+    return {"error": {"code": code, "message": message}}
+
+
+def challenge_for(status: int, code: str) -> str | None:
+    """The `WWW-Authenticate` value of a refusal (401 only)."""
+    return f'Bearer error="{code}"' if status == 401 else None
+
+
 def error_response(status: int, code: str, message: str):
-    response = jsonify({"error": {"code": code, "message": message}})
+    response = jsonify(error_document(code, message))
     response.status_code = status
-    if status == 401:
-        response.headers["WWW-Authenticate"] = f'Bearer error="{code}"'
+    challenge = challenge_for(status, code)
+    if challenge is not None:
+        response.headers["WWW-Authenticate"] = challenge
     return response
+
+
+def refusal(error: RolegateError) -> tuple[int, str, str]:
+    """(status, code, public message) of a typed error; refusals and 5xx go to the log."""
+    if isinstance(error, AuthenticationError) or error.http_status >= 500:
+        log.info("request refused: %s %s", error.code, error.message)
+    return error.http_status, error.code, public_message(error)
+
+
+def http_refusal(error: HTTPException) -> tuple[int, str, str]:
+    """(status, code, message) of a Werkzeug HTTP error (413 body too large, 404, ...)."""
+    status = error.code or 500
+    return status, HTTP_CODES.get(status, "http_error"), error.description or error.name
+
+
+UNEXPECTED = (500, "internal_error", "internal error; the request was not allowed")
+
+
+def unexpected() -> tuple[int, str, str]:
+    """Inside `except`: log the exception with its traceback; (status, code, message)."""
+    log.exception("unexpected error")
+    return UNEXPECTED
 
 
 def allow_header(methods) -> str:
@@ -56,20 +88,16 @@ def public_message(error: RolegateError) -> str:
 def init_app(app: Flask) -> None:
     @app.errorhandler(RolegateError)
     def rolegate_error(error: RolegateError):
-        if isinstance(error, AuthenticationError) or error.http_status >= 500:
-            log.info("request refused: %s %s", error.code, error.message)
-        return error_response(error.http_status, error.code, public_message(error))
+        return error_response(*refusal(error))
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):
-        status = error.code or 500
-        code = HTTP_CODES.get(status, "http_error")
-        response = error_response(status, code, error.description or error.name)
+        status, code, message = http_refusal(error)
+        response = error_response(status, code, message)
         if isinstance(error, MethodNotAllowed):
             response.headers["Allow"] = allow_header(error.valid_methods or ())
         return response
 
     @app.errorhandler(Exception)
     def unexpected_error(error: Exception):
-        log.exception("unexpected error")
-        return error_response(500, "internal_error", "internal error; the request was not allowed")
+        return error_response(*unexpected())

@@ -34,66 +34,109 @@ access_log = logging.getLogger("rolegate.access")
 log = logging.getLogger("rolegate.api")
 
 
-def init_app(app: Flask, core: Rolegate) -> None:
+class RequestHooks:
+    """What every request gets, whichever path serves it: the Flask hooks below and the decision
+    fast path (`rolegate.api.fastpath`) call these same methods."""
+
+    def __init__(self, core: Rolegate):
+        self.core = core
+        self.worker = str(os.getpid())  # the app is built in the worker process (after any fork)
+        self.flask_hooks: tuple[Any, ...] = ()  # the registered (before, after, teardown)
+
+    def begin(self, request_id_header: str | None, remote_addr: str | None) -> tuple:
+        """Set the request id and audit context; start the timer. Returns the state `end` and
+        `headers` need: (request id, id token, audit token, start)."""
+        request_id = request_id_from(request_id_header)
+        id_token = request_id_var.set(request_id)
+        audit_token = REQUEST_CONTEXT.set({"client": remote_addr or ""})
+        metrics.start_request()
+        return request_id, id_token, audit_token, time.perf_counter()
+
+    def headers(self, request_id: str | None) -> list[tuple[str, str]]:
+        """The id, worker and revision headers of the answer (revision read after deciding)."""
+        headers = [(REQUEST_ID_HEADER, request_id)] if request_id else []
+        headers.append((WORKER_HEADER, self.worker))
+        headers.append((REVISION_HEADER, str(self.core.engine.revision)))
+        return headers
+
+    def record(
+        self,
+        method: str,
+        path: str,
+        endpoint: str | None,
+        status: int,
+        challenge: str,
+        seconds: float | None,
+    ) -> None:
+        """The access line and the request metrics, from the one measured duration."""
+        if seconds is not None:
+            _log_access(method, path, status, seconds)
+        _record_metrics(self.core, endpoint, status, challenge, seconds)
+
+    @staticmethod
+    def end(id_token: Token[Any] | None, audit_token: Token[Any] | None) -> None:
+        _reset(request_id_var, id_token)
+        _reset(REQUEST_CONTEXT, audit_token)
+
+
+def init_app(app: Flask, core: Rolegate) -> RequestHooks:
     """Register the request hooks of `app`, serving `core`."""
     metrics.get()  # create the metrics in this process now (post-fork under a pre-forking server)
     if metrics.count_decision not in core.decision_listeners:
         core.decision_listeners.append(metrics.count_decision)
-    worker = str(os.getpid())  # the app is built in the worker process (after any fork)
+    hooks = RequestHooks(core)
 
     @app.before_request
     def _begin() -> None:
-        request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER))
-        g.rolegate_request_id = request_id
-        g.rolegate_request_token = request_id_var.set(request_id)
-        g.rolegate_audit_context = REQUEST_CONTEXT.set({"client": request.remote_addr or ""})
-        metrics.start_request()
-        g.rolegate_request_started = time.perf_counter()
+        state = hooks.begin(request.headers.get(REQUEST_ID_HEADER), request.remote_addr)
+        g.rolegate_request_id, g.rolegate_request_token = state[0], state[1]
+        g.rolegate_audit_context, g.rolegate_request_started = state[2], state[3]
 
     @app.after_request
     def _finish(response: Response) -> Response:
         started = g.get("rolegate_request_started")
         seconds = None if started is None else time.perf_counter() - started
-        request_id = g.get("rolegate_request_id")
-        if request_id:
-            response.headers[REQUEST_ID_HEADER] = request_id
-        response.headers[WORKER_HEADER] = worker
-        response.headers[REVISION_HEADER] = str(core.engine.revision)
-        if seconds is not None:
-            _log_access(response, seconds)
-        _record_metrics(core, response, seconds)
-        return response
-
-    @app.teardown_request
-    def _end(_error: BaseException | None) -> None:
-        _reset(request_id_var, g.pop("rolegate_request_token", None))
-        _reset(REQUEST_CONTEXT, g.pop("rolegate_audit_context", None))
-
-
-def _log_access(response: Response, seconds: float) -> None:
-    if access_log.isEnabledFor(logging.INFO):
-        access_log.info(
-            "%s %s %s",
+        for name, value in hooks.headers(g.get("rolegate_request_id")):
+            response.headers[name] = value
+        hooks.record(
             request.method,
             request.path,
-            response.status_code,
-            extra={
-                "method": request.method,
-                "path": request.path,
-                "status": response.status_code,
-                "duration_ms": round(seconds * 1000, 3),
-            },
-        )
-
-
-def _record_metrics(core: Rolegate, response: Response, seconds: float | None) -> None:
-    try:
-        metrics.record_response(
             request.endpoint,
             response.status_code,
             response.headers.get("WWW-Authenticate", ""),
             seconds,
         )
+        return response
+
+    @app.teardown_request
+    def _end(_error: BaseException | None) -> None:
+        hooks.end(g.pop("rolegate_request_token", None), g.pop("rolegate_audit_context", None))
+
+    hooks.flask_hooks = (_begin, _finish, _end)
+    return hooks
+
+
+def _log_access(method: str, path: str, status: int, seconds: float) -> None:
+    if access_log.isEnabledFor(logging.INFO):
+        access_log.info(
+            "%s %s %s",
+            method,
+            path,
+            status,
+            extra={
+                "method": method,
+                "path": path,
+                "status": status,
+                "duration_ms": round(seconds * 1000, 3),
+            },
+        )
+
+
+def _record_metrics(
+    core: Rolegate, endpoint: str | None, status: int, challenge: str, seconds: float | None
+) -> None:
+    try:
+        metrics.record_response(endpoint, status, challenge, seconds)
         if core.decision_log is not None:
             metrics.get().sample_decision_log(core.decision_log)
     except Exception:  # metrics never break a response

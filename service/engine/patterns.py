@@ -19,6 +19,9 @@ regexMatch are regular expressions read by Python's `re` (keyMatch2 rewrites `/*
 A resource with control characters or lone surrogates matches no pattern (RE2 reads UTF-8;
 the API refuses such resources anyway).
 
+globMatch is Casbin's wcmatch glob, answered by the automaton of `glob.py` (linear-time, exact;
+a pattern Casbin raises for fails every check that reaches it, as above).
+
 `validate_pattern` says whether a pattern may be written (admin API, policy files): by default
 keyMatch2 patterns must use the safe grammar; with `allow_regex` any pattern the linear engine
 reproduces exactly.
@@ -32,9 +35,8 @@ from collections.abc import Callable
 from typing import Any
 
 import re2
-from casbin.util import builtin_operators as casbin_ops
 
-from . import coverage
+from . import coverage, glob
 
 Matcher = Callable[[str], bool]
 # Python's own regex parser: exactly the meaning `re` (and so Casbin) gives a pattern.
@@ -242,7 +244,10 @@ def compile_matcher(function: str, pattern: str) -> Matcher:
             resource[:star] == prefix if len(resource) > star else resource == prefix
         )
     if function == "globMatch":
-        return lambda resource: bool(casbin_ops.glob_match(resource, pattern))
+        try:
+            return glob.compile_glob(pattern)
+        except (glob.GlobError, glob.NotLinear) as exc:
+            return _raise_on_use(pattern, exc)
     if function == "equal":
         return pattern.__eq__
     raise ValueError(f"unknown matching function {function!r}")
@@ -250,6 +255,8 @@ def compile_matcher(function: str, pattern: str) -> Matcher:
 
 def casbin_error(function: str, pattern: str) -> str | None:
     """Why Casbin itself raises on every check that evaluates `pattern` (None: it does not)."""
+    if function == "globMatch":
+        return glob.casbin_error(pattern)
     if function not in ("keyMatch2", "regexMatch"):
         return None
     try:
@@ -263,8 +270,11 @@ def validate_pattern(pattern: str, *, allow_regex: bool, function: str = "keyMat
     """Why `pattern` may not be written as a resource pattern (None: it may).
 
     keyMatch2: the safe grammar, or with `allow_regex` any regular expression the linear-time
-    engine reproduces exactly. regexMatch: any such regular expression. Others: anything.
+    engine reproduces exactly. regexMatch: any such regular expression. globMatch: any glob
+    Casbin evaluates and the linear-time matcher reproduces. Others: anything.
     """
+    if function == "globMatch":
+        return glob.glob_problem(pattern)
     if function not in ("keyMatch2", "regexMatch"):
         return None
     source = key_match2_source(pattern) if function == "keyMatch2" else pattern

@@ -14,6 +14,7 @@ from functools import lru_cache
 from ..engine.patterns import compile_matcher
 
 REGEX_METACHARS = frozenset(".^$+?{}|\\")
+GLOB_METACHARS = frozenset("*?[{\\")  # globMatch wildcards, classes, braces and escapes
 _PARAM = re.compile(r":[^/]+")
 _QUANTIFIERS = frozenset("*?+{")
 
@@ -51,7 +52,9 @@ def is_literal(function: str, pattern: str) -> bool:
         return False
     if function == "keyMatch2":
         return ":" not in pattern and not (set(pattern) & REGEX_METACHARS)
-    return True  # keyMatch, globMatch without `*`
+    if function == "globMatch":
+        return not (set(pattern) & GLOB_METACHARS)
+    return True  # keyMatch without `*`
 
 
 def literal_prefix(function: str, pattern: str) -> str | None:
