@@ -389,6 +389,23 @@ def test_cli_who_can_as_table_json_and_csv(cli):
     assert [line.split(",")[0] for line in as_csv.output.splitlines()] == ["subject", "bob", "erin"]
 
 
+def test_cli_who_can_hints_at_a_typo(cli):
+    typo = cli("who-can", "acme", "/documents/7", "delet", "--format", "json")
+    assert typo.exit_code == 0, typo.output
+    document = json.loads(typo.stdout)
+    assert document["subjects"] == []
+    assert document["hint"].startswith("no rule mentions action 'delet'; known actions:")
+    assert "delete" in document["hint"]
+    table = cli("who-can", "acme", "/documents/7", "delet")
+    assert "hint: no rule mentions action 'delet'" in table.stderr
+    assert (
+        json.loads(cli("who-can", "acme", "/documents/7", "read", "--format", "json").stdout)[
+            "hint"
+        ]
+        is None
+    )
+
+
 def test_cli_permissions_and_matrix(cli):
     result = cli("permissions", "globex", "frank", "--format", "csv")
     assert result.exit_code == 0

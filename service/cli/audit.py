@@ -23,6 +23,7 @@ from ..audit import (
 from ..audit.decision_log import DecisionLog
 from ..config import Settings
 from ..core import validate_org, validate_text
+from ..engine import reads
 from ..errors import ConfigError
 from .common import org_first
 from .decide import engine_for
@@ -113,14 +114,18 @@ def who_can_command(org: str, resource: str, action: str, policy_dir: Path | Non
     entries = [entry.to_dict() for entry in who_can(engine, snapshot, org, resource, action)]
     header = ["subject", "kind", "via", "path", "rule"]
     rows = [[item[name] for name in header] for item in entries]
+    hint = reads.query_hint(snapshot, org, action=action, resource=resource)
     document = {
         "org": org,
         "resource": resource,
         "action": action,
         "revision": snapshot.revision,
         "subjects": entries,
+        "hint": hint,
     }
     click.echo(render(header, rows, output, document))
+    if hint and output != "json":
+        click.echo(f"hint: {hint}", err=True)
 
 
 @click.command("matrix")
