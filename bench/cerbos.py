@@ -386,22 +386,31 @@ def main(argv: list[str] | None = None) -> int:
             ),
             "flask hello": (f"http://127.0.0.1:{hello_port}/", {}, {}, 1),
         }
-        results: dict[str, list[dict]] = {name: [] for name in shapes}
-        for number in range(args.rounds):
-            for name, (url, body, headers, decisions) in shapes.items():
-                measured = wrk(url, body, headers, args.duration, work)
-                measured["decisions"] = measured["rps"] * decisions
-                results[name].append(measured)
-            print(
-                f"round {number + 1}: "
-                + ", ".join(f"{name} {rounds[-1]['rps']:.0f}" for name, rounds in results.items())
-            )
+        results = interleaved_rounds(shapes, args.rounds, args.duration, work)
         print(report(results, args))
     finally:
         for process in processes:
             stop(process)
         shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def interleaved_rounds(
+    shapes: dict[str, tuple[str, dict, dict, int]], rounds: int, duration: str, work: Path
+) -> dict[str, list[dict]]:
+    """wrk over every shape (url, body, headers, decisions per request) once per round, in turn,
+    so machine noise falls on all shapes alike; prints each round's req/s."""
+    results: dict[str, list[dict]] = {name: [] for name in shapes}
+    for number in range(rounds):
+        for name, (url, body, headers, decisions) in shapes.items():
+            measured = wrk(url, body, headers, duration, work)
+            measured["decisions"] = measured["rps"] * decisions
+            results[name].append(measured)
+        print(
+            f"round {number + 1}: "
+            + ", ".join(f"{name} {runs[-1]['rps']:.0f}" for name, runs in results.items())
+        )
+    return results
 
 
 def report(results: dict[str, list[dict]], args) -> str:

@@ -24,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from cerbos import start, stop, wait_up, wrk  # noqa: E402
+from cerbos import interleaved_rounds, start, stop, wait_up  # noqa: E402
 from dataset import ACTIONS, KINDS, dataset, member_name, org_name, write_sqlite  # noqa: E402
 
 
@@ -118,16 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             base = f"http://127.0.0.1:{ports[variant]}"
             shapes[f"single, {label}"] = (f"{base}/v1/check", single, auth, 1)
             shapes[f"batch 100, {label}"] = (f"{base}/v1/check/batch", batch, auth, 100)
-        results: dict[str, list[dict]] = {name: [] for name in shapes}
-        for number in range(args.rounds):
-            for name, (url, body, headers, decisions) in shapes.items():
-                measured = wrk(url, body, headers, args.duration, work)
-                measured["decisions"] = measured["rps"] * decisions
-                results[name].append(measured)
-            print(
-                f"round {number + 1}: "
-                + ", ".join(f"{name} {rounds[-1]['rps']:.0f}" for name, rounds in results.items())
-            )
+        results = interleaved_rounds(shapes, args.rounds, args.duration, work)
         print(report(results, args))
     finally:
         for process in processes:
