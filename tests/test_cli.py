@@ -125,9 +125,17 @@ def free_port() -> int:
 
 
 def test_serve_demo_prints_a_curl_line_that_works(tmp_path: Path):
+    """... also on a demo store an older Rolegate left behind (it is upgraded, not refused)."""
+    from rolegate.store.db import make_engine
+    from rolegate.store.schema import upgrade
+
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROLEGATE_")}
     env["XDG_DATA_HOME"] = str(tmp_path / "xdg")  # the default ROLEGATE_HOME: <it>/rolegate
+    (tmp_path / "xdg" / "rolegate").mkdir(parents=True)
+    older = make_engine(f"sqlite:///{tmp_path / 'xdg' / 'rolegate' / 'rolegate.db'}")
+    upgrade(older, "0005")
+    older.dispose()
     process = subprocess.Popen(
         [
             sys.executable,
@@ -177,6 +185,7 @@ def test_serve_demo_prints_a_curl_line_that_works(tmp_path: Path):
                 time.sleep(0.2)
         assert status == 200, answer
         assert answer["allowed"] is True and answer["subject"] == "alice"
+        assert "demo store upgraded from schema 0005 to " in output, output
         secret = tmp_path / "xdg" / "rolegate" / "demo-secret"
         assert secret.stat().st_mode & 0o777 == 0o600
         assert (tmp_path / "xdg" / "rolegate" / "rolegate.db").is_file()

@@ -48,6 +48,24 @@ def demo_settings(settings: Settings) -> Settings:
     return settings.replace(**changes)
 
 
+def upgrade_demo_store(settings: Settings) -> None:
+    """Bring the demo's own SQLite store (in ROLEGATE_HOME) to this version's schema, so the
+    quick start keeps working after an upgrade of Rolegate. A store named by
+    ROLEGATE_DATABASE_URL is never migrated implicitly: `rolegate db upgrade` does that."""
+    if os.environ.get("ROLEGATE_DATABASE_URL"):
+        return
+    from ..store.db import make_engine
+    from ..store.schema import upgrade
+
+    engine = make_engine(settings.database_url)
+    try:
+        before, after = upgrade(engine)
+    finally:
+        engine.dispose()
+    if not before.empty and before.current != after.current:
+        click.echo(f"demo store upgraded from schema {before.current} to {after.current}", err=True)
+
+
 def prepare_metrics_dir() -> Path:
     """PROMETHEUS_MULTIPROC_DIR for this instance's workers: the configured directory (emptied of
     a previous run's files) or a new temporary one, removed when the server exits."""
@@ -141,6 +159,7 @@ def serve(
     configure_logging(settings.log_level, settings.log_format)
     if demo:
         settings = demo_settings(settings)
+        upgrade_demo_store(settings)
         sync_policies = True
     prepare_store(settings, sync_policies=sync_policies)
     if watch_policies:  # one watcher, in this process (the server's master), never in workers
