@@ -474,13 +474,7 @@ def _match_statement(width: int, *, delete: bool) -> sa.Delete | sa.Select[Any]:
     Columns past the rule's values must be NULL or "" (the adapter writes NULL). Parameters:
     `k_ptype`, `k_v0`.. (see `_match_params`); cached per width so executemany can reuse it.
     """
-    terms = [casbin_rule.c.ptype == sa.bindparam("k_ptype")]
-    for index, name in enumerate(VALUE_COLUMNS):
-        column = casbin_rule.c[name]
-        if index < width:
-            terms.append(column == sa.bindparam(f"k_{name}"))
-        else:
-            terms.append(sa.or_(column.is_(None), column == ""))
+    terms = _match_terms(width)
     if delete:
         return sa.delete(casbin_rule).where(*terms)
     return sa.select(casbin_rule.c.id).where(*terms).limit(1)
