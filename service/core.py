@@ -26,10 +26,10 @@ from .apikeys import ApiKeyStore
 from .audit.decision_log import DecisionLog
 from .config import Settings, shipped_path
 from .engine import CheckRequest, Decision, Engine, Snapshot, reads
-from .errors import Forbidden, InvalidRequest, ServiceUnavailable
+from .errors import Forbidden, InvalidRequest, ServiceUnavailable, StoreUnavailable
 from .identity import Principal, TokenVerifier
 from .policy.watch import read_reload_error
-from .results import BatchResult, DecisionResult, Readiness, new_decision_id
+from .results import BatchResult, DecisionResult, Readiness, new_decision_id, new_decision_ids
 from .store import ChangeSet, ManagedPolicySource, PolicyStore, read_policy_dir
 from .subject_attributes import SubjectAttributeStore, read_attributes_file
 from .sync import PolicySync
@@ -182,8 +182,13 @@ class Rolegate:
         self.shadow: ShadowEvaluator | None = None  # ROLEGATE_SHADOW_POLICY_DIR
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, with_identity: bool = True) -> Rolegate:
-        engine = Engine.from_model_file(settings.model_path, default_role=settings.default_role)
+    def from_settings(
+        cls, settings: Settings, *, with_identity: bool = True, engine: Engine | None = None
+    ) -> Rolegate:
+        """`engine`: one already holding a snapshot (loaded before `rolegate serve` forked its
+        workers), which `resume` catches up instead of loading everything again."""
+        if engine is None:
+            engine = Engine.from_model_file(settings.model_path, default_role=settings.default_role)
         store = PolicyStore.from_url(settings.database_url)
         verifier = TokenVerifier.from_settings(settings) if with_identity else None
         if verifier is not None:
@@ -258,6 +263,27 @@ class Rolegate:
         if sync_policies:
             self.sync_policies()
         return self.load()
+
+    def resume(self) -> Snapshot:
+        """Bring the engine's snapshot to the store's revision through the change log (a full
+        load only when the log cannot explain the gap). Raises `StoreUnavailable` when the store
+        cannot be read: an inherited snapshot may be old, and is never served unconfirmed."""
+        inherited = self.engine.revision
+        with self._reload_lock:
+            changed, read = self._reload(None)
+        if not read:
+            raise StoreUnavailable(
+                f"cannot catch up from policy revision {inherited}: {self.last_reload_error}"
+            )
+        if not changed:
+            self._swapped(inherited, inherited, "inherited", time.perf_counter())
+        self.loaded = True
+        log.info(
+            "policy revision %s in use (started from revision %s already in memory)",
+            self.engine.revision,
+            inherited,
+        )
+        return self.engine.snapshot
 
     def refresh(self, target: int | None = None) -> bool:
         """Catch up with the store; True when the snapshot changed. Never raises.
@@ -552,19 +578,53 @@ class Rolegate:
 
     def check_batch(self, principal: Principal, checks: Sequence[CheckInput]) -> BatchResult:
         """Decide every check on one snapshot, in order; listeners hear each decision."""
-        requests = [self.request_as(principal, check) for check in checks]
+        requests = self._requests_as(principal, checks)
         wanted = [check.min_revision for check in checks if check.min_revision is not None]
         self.ensure_revision(max(wanted) if wanted else None)
         snapshot, decisions = self.engine.check_many(requests)
         results = []
         explained = 0  # the nearest roles cost up to 256 decisions each: a few per batch
-        for check, request, decision in zip(checks, requests, decisions, strict=True):
+        decision_ids = new_decision_ids(len(requests))
+        for check, request, decision, decision_id in zip(
+            checks, requests, decisions, decision_ids, strict=True
+        ):
             nearest = explained < MAX_NEAREST_PER_BATCH
             explained += check.explain and not decision.allowed
-            result = self._result(request, decision, check.explain, snapshot, nearest=nearest)
+            result = self._result(
+                request, decision, check.explain, snapshot, nearest=nearest, decision_id=decision_id
+            )
             self._notify(principal, result)
             results.append(result)
         return BatchResult(tuple(results), snapshot.revision)
+
+    def _requests_as(
+        self, principal: Principal, checks: Sequence[CheckInput]
+    ) -> list[CheckRequest]:
+        """`request_as` of each check, in order (the first refusal raises). The caller's own
+        checks differ only in resource, action and owner: `request_for` resolves each org they
+        name once, and the others take its subject, org and token roles."""
+        own: dict[str | None, CheckRequest] = {}
+        requests = []
+        for check in checks:
+            if check.subject is not None:
+                requests.append(self.request_on_behalf(principal, check, check.subject))
+                continue
+            base = own.get(check.org)
+            if base is None:
+                base = own[check.org] = self.request_for(principal, check)
+                requests.append(base)
+                continue
+            requests.append(
+                CheckRequest(
+                    base.subject,
+                    base.org,
+                    check.resource,
+                    check.action,
+                    check.owner,
+                    base.extra_roles,
+                )
+            )
+        return requests
 
     def _result(
         self,
@@ -574,6 +634,7 @@ class Rolegate:
         snapshot: Snapshot,
         *,
         nearest: bool = True,
+        decision_id: str | None = None,
     ) -> DecisionResult:
         """The result of one decision; an explained denial says what would allow it."""
         denial = None
@@ -581,7 +642,9 @@ class Rolegate:
             from .engine.explain import explain_denial
 
             denial = explain_denial(self.engine, request, decision, snapshot, nearest=nearest)
-        return DecisionResult(request, decision, new_decision_id(), explain=explain, denial=denial)
+        return DecisionResult(
+            request, decision, decision_id or new_decision_id(), explain=explain, denial=denial
+        )
 
     def check_as(
         self,

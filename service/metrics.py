@@ -235,18 +235,44 @@ def _token_failure_code(challenge: str) -> str | None:
     return challenge[start:end] if end > start else None
 
 
-_decided_in_request = threading.local()  # a request runs on one thread: its decision count
+_decided_in_request = threading.local()  # a request runs on one thread: its decisions
 
 
 def count_decision(_principal: Any, _request: Any, decision: Any, _result: Any) -> None:
-    """Decision listener: count by result; the request's count gives the batch size."""
-    get().decisions_by_result[decision.allowed].inc()
-    _decided_in_request.count = getattr(_decided_in_request, "count", 0) + 1
+    """Decision listener: counted on the request's thread and added to the counters once, when
+    the request ends (`end_request`), so a batch of 1,000 costs one counter update, not 1,000.
+    A decision outside a request is counted at once."""
+    counts = getattr(_decided_in_request, "counts", None)
+    if counts is None:
+        _safely(lambda m: m.decisions_by_result[decision.allowed].inc())
+        return
+    counts[decision.allowed] += 1
 
 
 def start_request() -> None:
-    """A request begins on this thread: its decision count starts at zero."""
-    _decided_in_request.count = 0
+    """A request begins on this thread: its decision counts start at zero."""
+    _decided_in_request.counts = [0, 0]  # [denied, allowed], indexed by `allowed`
+
+
+def decided_in_request() -> int:
+    """Decisions made so far by the request on this thread."""
+    counts = getattr(_decided_in_request, "counts", None)
+    return 0 if counts is None else counts[0] + counts[1]
+
+
+def end_request() -> None:
+    """The request on this thread has ended: add its decisions to the counters."""
+    counts = getattr(_decided_in_request, "counts", None)
+    _decided_in_request.counts = None
+    if counts is None or not (counts[0] or counts[1]):
+        return
+
+    def add(m: Metrics) -> None:
+        for allowed in (False, True):
+            if counts[allowed]:
+                m.decisions_by_result[allowed].inc(counts[allowed])
+
+    _safely(add)
 
 
 def record_response(
@@ -258,6 +284,6 @@ def record_response(
     if kind is not None and seconds is not None:
         metrics.decision_seconds.labels(kind).observe(seconds)
         if kind == "batch" and status == 200:
-            metrics.batch_size.observe(getattr(_decided_in_request, "count", 0))
+            metrics.batch_size.observe(decided_in_request())
     if status == 401:
         metrics.token_failures.labels(_token_failure_code(challenge) or "unknown").inc()

@@ -28,6 +28,12 @@ def new_decision_id() -> str:
     return os.urandom(16).hex()
 
 
+def new_decision_ids(count: int) -> list[str]:
+    """`count` decision ids (as `new_decision_id`'s) from one read of the random source."""
+    text = os.urandom(16 * count).hex()
+    return [text[start : start + 32] for start in range(0, 32 * count, 32)]
+
+
 class _ReadableByName:
     """`result["allowed"]` as `result.allowed`: the dict-style reads of the old wire dicts keep
     working for one release (new code reads attributes)."""

@@ -7,7 +7,9 @@ The seam is `ServerOptions` + `run_server`; nothing else in Rolegate knows which
 What it gives, and how:
 
 - N worker processes forked from this one (`workers`), each building the app itself after the
-  fork (its own store connections, LISTEN thread and poll);
+  fork (its own store connections, LISTEN thread and poll). What this process loaded before
+  (`rolegate serve` loads the policy here) is frozen out of the garbage collector's reach and
+  shared with the workers copy-on-write;
 - requests are parsed in Rust: a slow or idle client holds no Python thread. Request headers must
   arrive within `header_read_timeout`; a worker runs at most `threads` requests at once and queues
   at most `backpressure` more;
@@ -166,6 +168,8 @@ def _granian_logging() -> dict[str, Any]:
 
 def run_server(app_factory: Callable[[], WsgiApp], options: ServerOptions) -> None:
     """Serve `app_factory()` (called in every worker) until SIGTERM/SIGINT."""
+    import multiprocessing
+
     from granian.constants import HTTPModes, Interfaces
     from granian.http import HTTP1Settings
     from granian.server import Server
@@ -191,4 +195,8 @@ def run_server(app_factory: Callable[[], WsgiApp], options: ServerOptions) -> No
         respawn_interval=0.5,
         workers_kill_timeout=options.graceful_timeout,
     )
+    # Workers are forked, never spawned: they inherit what this process loaded, and
+    # `app_factory` (a closure) could not be pickled for a spawned process anyway.
+    multiprocessing.set_start_method("fork", force=True)
+    gc.freeze()  # collections in the workers leave the inherited objects (and their pages) alone
     server.serve(target_loader=lambda _target: worker_app(app_factory, options))

@@ -166,6 +166,7 @@ def rig(settings, tmp_path, monkeypatch):
     )
     core.start(sync_policies=True)
     monkeypatch.setattr("rolegate.core.new_decision_id", lambda: "d" * 32)
+    monkeypatch.setattr("rolegate.core.new_decision_ids", lambda count: ["d" * 32] * count)
     app = create_app(core=core, follow_store=False)
     recorder = Recorder()
     root = logging.getLogger()

@@ -9,6 +9,7 @@ import pytest
 
 from rolegate.api.decisions import decision_json
 from rolegate.core import CheckInput, DecisionResult
+from rolegate.errors import Forbidden
 from rolegate.identity import Principal
 
 
@@ -103,3 +104,68 @@ def test_rolegate_check_refuses_a_role_as_subject_like_v1_check(env):
     )
     assert result.exit_code == 2
     assert "is a role in the policy" in result.output
+
+
+def test_decision_ids_of_a_batch_are_distinct_and_shaped_like_single_ones():
+    from rolegate.results import new_decision_id, new_decision_ids
+
+    ids = new_decision_ids(1000)
+    assert len(ids) == len(set(ids)) == 1000
+    single = new_decision_id()
+    for decision_id in (*ids, single):
+        assert len(decision_id) == 32 and int(decision_id, 16) >= 0
+    assert new_decision_ids(0) == []
+
+
+def _without_id(result):
+    return (result.request, result.decision, result.explain, result.denial)
+
+
+@pytest.mark.parametrize(
+    "principal",
+    [
+        Principal("alice", "acme", (), None, None),
+        Principal("bob", None, (), None, None),  # no org in the token: each check names one
+        Principal("carol", "acme", ("admin",), None, None),  # token roles: trusted in acme only
+    ],
+    ids=["token-org", "no-token-org", "token-roles"],
+)
+def test_a_batch_decides_each_check_as_a_single_check_would(core, principal):
+    """check_batch resolves each org once for the caller's own checks: the requests, decisions
+    and refusals must still be those of `check`, item by item."""
+    core.settings = core.settings.replace(trust_token_roles=True)
+    orgs = ["acme", "globex"] if principal.org is None else [None, "acme"]
+    checks = [
+        CheckInput(resource, action, org=org, owner=owner, explain=explain)
+        for org in orgs
+        for resource in ("/projects/1", "/docs/finance/q3", "/users/alice")
+        for action in ("read", "delete", "approve")
+        for owner in ("", principal.subject)
+        for explain in (False, True)
+    ]
+    checks.insert(7, CheckInput("/projects/2", "read", org=orgs[1], subject=principal.subject))
+    batch = core.check_batch(principal, checks)
+    singles = [core.check(principal, check) for check in checks]
+    nearest_left_out = 0  # a batch lists the nearest roles for its first 20 explained denials
+    for in_batch, single in zip(batch.results, singles, strict=True):
+        if in_batch.denial and in_batch.denial["would_allow"]["roles"] is None:
+            nearest_left_out += 1
+            assert _without_id(in_batch)[:3] == _without_id(single)[:3]
+        else:
+            assert _without_id(in_batch) == _without_id(single)
+    assert nearest_left_out < len(checks) // 2
+    assert len({r.decision_id for r in batch.results}) == len(checks)
+    assert any(r.allowed for r in batch.results) and not all(r.allowed for r in batch.results)
+
+
+def test_a_batch_refuses_at_the_first_check_a_single_check_refuses(core):
+    principal = Principal("alice", "acme", (), None, None)
+    checks = [CheckInput("/projects/1", "read"), CheckInput("/projects/1", "read", org="globex")]
+    with pytest.raises(Forbidden) as single:
+        core.check(principal, checks[1])
+    with pytest.raises(Forbidden) as batch:
+        core.check_batch(principal, checks)
+    assert str(batch.value) == str(single.value)
+    member = Principal("admin", "acme", (), None, None)  # a role's name as the caller
+    with pytest.raises(Forbidden, match="is a role in the policy"):
+        core.check_batch(member, [CheckInput("/projects/1", "read")] * 3)

@@ -69,6 +69,19 @@ def test_a_write_through_one_instance_reaches_all_four_workers(instances):
     assert len(workers) == 4
 
 
+def test_the_policy_is_loaded_once_in_the_master_and_each_worker_starts_from_it(instances):
+    first, _ = instances
+    workers = first.worker_revisions(2)
+    log = first.log()
+    assert log.count(" loaded: ") == 1, log  # `policy revision N loaded: ...` (a full load)
+    assert log.count("already in memory") == 2, log
+    master = first.process.pid
+    assert master not in workers
+    for worker in workers:
+        with open(f"/proc/{worker}/status") as status:
+            assert f"PPid:\t{master}\n" in status.read()  # forked from the process that loaded
+
+
 def test_concurrent_writes_through_both_instances_get_one_revision_sequence(instances, pg_url):
     store = PolicyStore.from_url(pg_url)
     start = store.revision()

@@ -7,6 +7,7 @@ from flask import Flask
 from .. import shadow
 from ..config import Settings
 from ..core import Rolegate
+from ..engine import Engine
 from ..logs import configure_logging
 from . import audit, authzen, console, decisions, errors, forward_auth, health, hooks, orgs
 from . import plan as plan_api
@@ -37,21 +38,28 @@ def create_app(
     settings: Settings | None = None,
     *,
     core: Rolegate | None = None,
+    engine: Engine | None = None,
     sync_policies: bool = False,
     follow_store: bool = True,
 ) -> Flask:
-    """The Flask application. Tests pass `settings` (or a ready `core`); `serve` passes nothing.
+    """The Flask application. Tests pass `settings` (or a ready `core`); `serve` passes the
+    settings and the engine its master loaded before forking this worker.
 
     Builds the core from settings (reading `ROLEGATE_*` when none are given), loads the policy
-    and registers the API blueprints and the JSON error handlers. `follow_store`: keep the
-    policy at the store's revision from this process (LISTEN/NOTIFY and the revision poll,
-    stopped by `core.close()`).
+    (or catches `engine`'s snapshot up with the store) and registers the API blueprints and the
+    JSON error handlers. `follow_store`: keep the policy at the store's revision from this
+    process (LISTEN/NOTIFY and the revision poll, stopped by `core.close()`).
     """
     if core is None:
         settings = settings or Settings.from_env()
         configure_logging(settings.log_level, settings.log_format)
-        core = Rolegate.from_settings(settings)
-        core.start(sync_policies=sync_policies)
+        core = Rolegate.from_settings(settings, engine=engine)
+        if engine is None:
+            core.start(sync_policies=sync_policies)
+        else:
+            if sync_policies:
+                core.sync_policies()
+            core.resume()
     app = Flask("rolegate")  # templates and static files live beside the package root
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the documented field order

@@ -75,6 +75,7 @@ class RequestHooks:
 
     @staticmethod
     def end(id_token: Token[Any] | None, audit_token: Token[Any] | None) -> None:
+        metrics.end_request()
         _reset(request_id_var, id_token)
         _reset(REQUEST_CONTEXT, audit_token)
 
