@@ -15,14 +15,10 @@ live decision is never changed, delayed or blocked by any of this.
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import hashlib
 import logging
 import os
-import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
@@ -31,6 +27,7 @@ from typing import Any
 from . import metrics
 from .apikeys import SUBJECT_PREFIX as API_KEY_PREFIX
 from .audit.decision_log import REQUEST_CONTEXT, DecisionLog, decision_record, format_time
+from .buffered import BufferedWorker
 from .core import role_subject_problem
 from .engine import CheckRequest, Decision, Engine
 from .errors import ConfigError
@@ -135,8 +132,10 @@ class ShadowPolicy:
         return self.engine.check(request, snapshot)
 
 
-class ShadowEvaluator:
+class ShadowEvaluator(BufferedWorker):
     """Bounded hand-off + one thread that decides with the shadow policy and compares."""
+
+    thread_name = "rolegate-shadow"
 
     def __init__(
         self,
@@ -148,18 +147,11 @@ class ShadowEvaluator:
         watch_interval: float = WATCH_INTERVAL_SECONDS,
         recent: int = RECENT_DISAGREEMENTS,
     ):
+        super().__init__(capacity=capacity, interval=interval)
         self.policy = policy
         self.decision_log = decision_log
-        self.capacity = capacity
-        self.interval = interval
         self.watch_interval = watch_interval
-        self._buffer: deque[tuple] = deque()
         self._recent: deque[dict[str, Any]] = deque(maxlen=recent)
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._flushes: list[threading.Event] = []
-        self._thread: threading.Thread | None = None
-        self._closed = False
         self._org_labels: set[str] = set()
         self._next_watch = time.monotonic() + watch_interval
         self.evaluated = 0
@@ -176,55 +168,34 @@ class ShadowEvaluator:
         payload: Mapping[str, Any],
     ) -> None:
         """Decision listener: hand the decision over, or drop (and count) it when full."""
-        if self._closed or len(self._buffer) >= self.capacity:
-            with self._lock:
+        item = (
+            time.time(),
+            principal,
+            request,
+            decision,
+            payload.get("decision_id"),
+            REQUEST_CONTEXT.get(),
+            request_id_var.get(),
+        )
+        if not self.offer(item):
+            with self.lock:
                 self.dropped += 1
             metrics.shadow_dropped(1)
-            return
-        self._buffer.append(
-            (
-                time.time(),
-                principal,
-                request,
-                decision,
-                payload.get("decision_id"),
-                REQUEST_CONTEXT.get(),
-                request_id_var.get(),
-            )
-        )
-        if self._thread is None:
-            self._start()
 
     # -- the worker ---------------------------------------------------------------------------
 
-    def _start(self) -> None:
-        with self._lock:
-            if self._thread is None and not self._closed:
-                thread = threading.Thread(target=self._run, name="rolegate-shadow", daemon=True)
-                thread.start()
-                self._thread = thread
-                atexit.register(_close_at_exit, weakref.ref(self))
+    def before_drain(self) -> None:
+        self._watch()
 
-    def _run(self) -> None:
-        while True:
-            self._wake.wait(self.interval)
-            self._wake.clear()
-            with self._lock:
-                flushes, self._flushes = self._flushes, []
-                closing = self._closed
-            self._watch()
-            done = 0
-            while self._buffer:
-                self._evaluate(self._buffer.popleft())
-                done += 1
-                if done % YIELD_EVERY == 0:
-                    time.sleep(0)  # let a request thread take the GIL now, not in 5 ms
-            if done:
-                metrics.shadow_evaluated(done)
-            for event in flushes:
-                event.set()
-            if closing:
-                return
+    def drain(self) -> None:
+        done = 0
+        while self.buffer:
+            self._evaluate(self.buffer.popleft())
+            done += 1
+            if done % YIELD_EVERY == 0:
+                time.sleep(0)  # let a request thread take the GIL now, not in 5 ms
+        if done:
+            metrics.shadow_evaluated(done)
 
     def _watch(self) -> None:
         if time.monotonic() < self._next_watch:
@@ -319,36 +290,8 @@ class ShadowEvaluator:
             "evaluated": self.evaluated,
             "disagreements": dict(self.disagreements),
             "dropped": self.dropped,
-            "queued": len(self._buffer),
+            "queued": len(self.buffer),
         }
-
-    def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until every decision handed over so far has been evaluated."""
-        with self._lock:
-            thread = self._thread
-            if thread is None or not thread.is_alive():
-                return not self._buffer
-            done = threading.Event()
-            self._flushes.append(done)
-        self._wake.set()
-        return done.wait(timeout)
-
-    def close(self, timeout: float = 5.0) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            thread = self._thread
-        if thread is not None:
-            self._wake.set()
-            thread.join(timeout)
-
-
-def _close_at_exit(reference: weakref.ref) -> None:
-    evaluator = reference()
-    if evaluator is not None:
-        with contextlib.suppress(Exception):
-            evaluator.close(timeout=2.0)
 
 
 def from_settings(settings, decision_log: DecisionLog | None = None) -> ShadowEvaluator | None:

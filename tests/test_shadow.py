@@ -226,7 +226,7 @@ def test_a_full_queue_drops_and_counts_without_waiting(candidate):
         for _ in range(5):
             evaluator.record(principal, request, live, {})
         assert time.perf_counter() - started < 1.0  # never waits for the worker
-        assert evaluator.dropped == 2 and len(evaluator._buffer) == 3
+        assert evaluator.dropped == 2 and len(evaluator.buffer) == 3
         release.set()
         assert evaluator.flush(5)
         assert evaluator.evaluated == 4 and evaluator.disagreements == {"grant": 0, "revoke": 4}

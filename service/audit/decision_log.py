@@ -18,15 +18,12 @@ request, and the request id from `rolegate.logs.request_id_var` (this module doe
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import json
 import logging
 import os
 import sys
-import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
@@ -34,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..buffered import BufferedWorker
 from ..config import Settings
 from ..engine import CheckRequest, Decision
 from ..identity import Principal
@@ -316,13 +314,15 @@ class DatabaseSink:
 # --------------------------------------------------------------------------- the log
 
 
-class DecisionLog:
+class DecisionLog(BufferedWorker):
     """A bounded buffer + one writer thread feeding the sinks; `record` never blocks or raises.
 
     The hot path is a `deque.append` (atomic under the GIL, no lock, no wake-up): the writer
     drains the buffer every `interval` seconds in batches, so decisions do not pay for thread
     switches. `flush` wakes the writer at once.
     """
+
+    thread_name = "rolegate-decision-log"
 
     def __init__(
         self,
@@ -333,18 +333,10 @@ class DecisionLog:
         interval: float = WRITE_INTERVAL_SECONDS,
         default_role: str | None = None,
     ):
+        super().__init__(capacity=capacity, interval=interval)
         self.sinks = tuple(sinks)
         self.default_role = default_role
-        self.capacity = capacity
         self.batch_size = batch_size
-        self.interval = interval
-        self._buffer: deque[tuple] = deque()
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._flushes: list[threading.Event] = []
-        self._thread: threading.Thread | None = None
-        self._stopping = False
-        self._closed = False
         self.queue_dropped = 0
         self.dropped_by_sink: dict[str, int] = {sink.name: 0 for sink in self.sinks}
         self.written = 0
@@ -375,22 +367,17 @@ class DecisionLog:
     ) -> None:
         """Decision listener: buffer the decision for writing; drop (and count) when full."""
         try:
-            if self._closed or len(self._buffer) >= self.capacity:
-                self._count_queue_drop()
-                return
-            self._buffer.append(
-                (
-                    time.time(),
-                    principal,
-                    request,
-                    decision,
-                    result,
-                    REQUEST_CONTEXT.get(),
-                    request_id_var.get(),
-                )
+            item = (
+                time.time(),
+                principal,
+                request,
+                decision,
+                result,
+                REQUEST_CONTEXT.get(),
+                request_id_var.get(),
             )
-            if self._thread is None:
-                self._start_writer()
+            if not self.offer(item):
+                self._count_queue_drop()
         except Exception:  # never let logging touch the decision
             self._count_queue_drop()
             log.exception("decision log: could not buffer a record")
@@ -398,18 +385,14 @@ class DecisionLog:
     def record_raw(self, record: dict[str, Any]) -> None:
         """Buffer a record that is already built (JSON-ready); drop (and count) when full."""
         try:
-            if self._closed or len(self._buffer) >= self.capacity:
+            if not self.offer((time.time(), None, record, None, None, None, None)):
                 self._count_queue_drop()
-                return
-            self._buffer.append((time.time(), None, record, None, None, None, None))
-            if self._thread is None:
-                self._start_writer()
         except Exception:
             self._count_queue_drop()
             log.exception("decision log: could not buffer a record")
 
     def _count_queue_drop(self) -> None:
-        with self._lock:
+        with self.lock:
             self.queue_dropped += 1
 
     @property
@@ -419,33 +402,12 @@ class DecisionLog:
 
     # -- the writer ---------------------------------------------------------------------------
 
-    def _start_writer(self) -> None:
-        with self._lock:
-            if self._thread is None and not self._closed:
-                thread = threading.Thread(
-                    target=self._run, name="rolegate-decision-log", daemon=True
-                )
-                thread.start()
-                self._thread = thread
-                atexit.register(_close_at_exit, weakref.ref(self))
-
-    def _run(self) -> None:
-        while True:
-            self._wake.wait(self.interval)
-            self._wake.clear()
-            with self._lock:
-                flushes, self._flushes = self._flushes, []
-                stopping = self._stopping
-            # Everything buffered before a flush was asked for is written before it returns.
-            while self._buffer:
-                batch: list[tuple] = []
-                while self._buffer and len(batch) < self.batch_size:
-                    batch.append(self._buffer.popleft())
-                self._write(batch)
-            for done in flushes:
-                done.set()
-            if stopping:
-                return
+    def drain(self) -> None:
+        while self.buffer:
+            batch: list[tuple] = []
+            while self.buffer and len(batch) < self.batch_size:
+                batch.append(self.buffer.popleft())
+            self._write(batch)
 
     def _write(self, batch: list[tuple]) -> None:
         records, lines = [], []
@@ -476,7 +438,7 @@ class DecisionLog:
             try:
                 sink.write(records, lines)
             except Exception as exc:
-                with self._lock:
+                with self.lock:
                     self.dropped_by_sink[sink.name] += len(records)
                 log.warning(
                     "decision log: %s sink failed, %d records dropped: %s",
@@ -484,36 +446,19 @@ class DecisionLog:
                     len(records),
                     exc,
                 )
-        with self._lock:
+        with self.lock:
             self.written += len(records)
 
     # -- control ------------------------------------------------------------------------------
 
-    def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until every record buffered so far has been handed to the sinks."""
-        with self._lock:
-            thread = self._thread
-            if thread is None or not thread.is_alive():
-                return not self._buffer
-            done = threading.Event()
-            self._flushes.append(done)
-        self._wake.set()
-        return done.wait(timeout)
-
-    def close(self, timeout: float = 5.0) -> None:
+    def close(self, timeout: float = 5.0) -> bool:
         """Write what is buffered, stop the writer, close the sinks. Idempotent."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._stopping = True
-            thread = self._thread
-        if thread is not None:
-            self._wake.set()
-            thread.join(timeout)
+        if not super().close(timeout):
+            return False
         for sink in self.sinks:
             with contextlib.suppress(Exception):
                 sink.close()
+        return True
 
     # -- search -------------------------------------------------------------------------------
 
@@ -532,9 +477,3 @@ class DecisionLog:
             raise LookupError("no searchable decision log sink")
         self.flush()
         return sink.search(**filters)
-
-
-def _close_at_exit(reference: weakref.ref) -> None:
-    decision_log = reference()
-    if decision_log is not None:
-        decision_log.close(timeout=2.0)
