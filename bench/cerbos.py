@@ -271,9 +271,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--duration", default="6s")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--threads", type=int, default=None, help="per worker (default: rolegate serve's own)"
+    )
     parser.add_argument("--tuples", type=int, default=2000)
     parser.add_argument("--port", type=int, default=8700)
     args = parser.parse_args(argv)
+    if args.threads is None:
+        from rolegate.config import Settings
+
+        args.threads = Settings().threads
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found: apt-get install -y wrk")
 
@@ -310,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
                 str(rolegate_port),
                 "--workers",
                 str(args.workers),
+                "--threads",
+                str(args.threads),
             ],
             work / "rolegate.log",
             env,
@@ -322,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         hello = start(
             [sys.executable, str(HERE / "hello_app.py"), "--port", str(hello_port)],
             work / "hello.log",
-            {**env, "ROLEGATE_THREADS": "4"},
+            {**env, "ROLEGATE_THREADS": str(args.threads)},
         )
         processes.append(hello)
         wait_up(f"http://127.0.0.1:{hello_port}/", 60, hello)
@@ -419,7 +428,7 @@ def report(results: dict[str, list[dict]], args) -> str:
 
     lines = [
         f"\n{args.orgs} orgs, {args.rounds} interleaved rounds of wrk -t1 -c8 -d{args.duration}, "
-        f"{args.workers} workers; medians:",
+        f"{args.workers} workers x {args.threads} threads; medians:",
         f"{'shape':22} {'req/s':>10} {'decisions/s':>12} {'p99 ms':>8}",
     ]
     for name in results:

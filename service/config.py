@@ -284,7 +284,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("workers", 0, _int, "`serve`: worker processes (0: one per CPU)."),
     Setting(
         "threads",
-        4,
+        2,
         _int,
         "`serve`: Python threads running requests, per worker (16 per thread more are queued).",
     ),
@@ -414,7 +414,7 @@ class Settings:
     log_format: str = "json"
     min_revision_wait: float = 2.0
     workers: int = 0
-    threads: int = 4
+    threads: int = 2
     worker_timeout: int = 30
     graceful_timeout: int = 30
     forward_auth_actions: tuple[tuple[str, str], ...] = ()

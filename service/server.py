@@ -49,7 +49,7 @@ class ServerOptions:
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1
-    threads: int = 4  # Python threads running requests, per worker
+    threads: int = 2  # Python threads running requests, per worker
     timeout: int = 30  # a request running longer restarts its worker
     graceful_timeout: int = 30  # SIGTERM: seconds in-flight requests get
     header_read_timeout: float = 5.0  # seconds a client has to send its request headers
