@@ -33,6 +33,8 @@ sre_parse: Any = importlib.import_module("re._parser")
 sre: Any = importlib.import_module("re._constants")
 
 FLAGS = wcglob.GLOBSTAR | wcglob.BRACE  # what Casbin's glob_match passes
+# What makes a glob match more than its own text under FLAGS: wildcards, classes, braces, escapes.
+SPECIAL = frozenset("*?[{\\")
 # A bigger automaton is refused: a step costs up to its size (braces expand to up to 1000
 # patterns). 1,600 states (`/**/{a,b,c,d}{a,b,c,d}{a,b,c,d}/**/x`) take ~0.3 s for 2,048
 # characters that never repeat a step; typical patterns are under 100 states.

@@ -348,6 +348,18 @@ def pattern_segment(function: str, pattern: str) -> str | None:
     return None
 
 
+def literal_resource(function: str, pattern: str) -> str | None:
+    """The one resource `pattern` matches when it matches exactly its own text, else None (it
+    matches more, or the function's reading of it is not decided here: regexMatch)."""
+    if function == "globMatch":
+        return None if set(pattern) & glob.SPECIAL else pattern
+    tokens = coverage.pattern_tokens(function, pattern)
+    if tokens is None:
+        return None
+    chars = [token for token in tokens if isinstance(token, str)]
+    return "".join(chars) if len(chars) == len(tokens) else None
+
+
 def pattern_problem(matcher: Matcher) -> str | None:
     """Why Casbin would raise whenever it evaluates this pattern (None: it evaluates fine).
 

@@ -1,9 +1,9 @@
-"""What a resource pattern means: concrete sample resources, literal prefixes and coverage.
+"""Questions lint and diff ask about resource patterns: samples, literals and coverage.
 
-Patterns are read with the model's matching function (keyMatch2 for the shipped model.conf), whose
-matcher comes from `rolegate.engine.patterns` so the answers equal Casbin's. keyMatch2 turns a
-pattern into a regular expression: `/*` becomes `/.*`, `:name` becomes `[^/]+`, and every other
-regex metacharacter keeps its regex meaning.
+What a pattern means is the engine's: matchers come from `rolegate.engine.patterns` (equal to
+Casbin's matching functions), literals and coverage from its read API (`literal_resource`,
+`rolegate.engine.coverage`). Only the readable samples (`/documents/:id` -> `/documents/{id}`)
+are made here, and each is kept only when the engine's matcher accepts it.
 """
 
 from __future__ import annotations
@@ -11,12 +11,11 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from ..engine.patterns import compile_matcher
+from ..engine import coverage
+from ..engine.patterns import compile_matcher, literal_resource
 
 REGEX_METACHARS = frozenset(".^$+?{}|\\")
-GLOB_METACHARS = frozenset("*?[{\\")  # globMatch wildcards, classes, braces and escapes
 _PARAM = re.compile(r":[^/]+")
-_QUANTIFIERS = frozenset("*?+{")
 
 
 @lru_cache(maxsize=4096)
@@ -43,35 +42,8 @@ def pattern_error(function: str, pattern: str) -> str | None:
 
 
 def is_literal(function: str, pattern: str) -> bool:
-    """True when the pattern matches exactly one resource: itself."""
-    if function == "equal":
-        return True
-    if function == "regexMatch":
-        return False
-    if "*" in pattern:
-        return False
-    if function == "keyMatch2":
-        return ":" not in pattern and not (set(pattern) & REGEX_METACHARS)
-    if function == "globMatch":
-        return not (set(pattern) & GLOB_METACHARS)
-    return True  # keyMatch without `*`
-
-
-def literal_prefix(function: str, pattern: str) -> str | None:
-    """A string every match starts with (None when the function gives no such guarantee)."""
-    if function not in ("keyMatch2", "keyMatch"):
-        return pattern if is_literal(function, pattern) else None
-    special = REGEX_METACHARS | {"*", ":"} if function == "keyMatch2" else frozenset("*")
-    for index, char in enumerate(pattern):
-        if char in special:
-            prefix = pattern[:index]
-            quantifies_previous = char in _QUANTIFIERS and not (
-                char == "*" and prefix.endswith("/")
-            )
-            if function == "keyMatch2" and quantifies_previous:
-                prefix = prefix[:-1]
-            return prefix
-    return pattern
+    """True when the pattern matches exactly one resource: itself (the engine's reading)."""
+    return literal_resource(function, pattern) is not None
 
 
 def sample_resources(function: str, pattern: str) -> tuple[str, ...]:
@@ -101,25 +73,23 @@ def sample_resources(function: str, pattern: str) -> tuple[str, ...]:
 def pattern_covers(function: str, broad: str, narrow: str) -> bool | None:
     """Whether every resource `narrow` matches is matched by `broad`.
 
-    True or False when decidable; None when every sample of `narrow` is matched by `broad` but
-    coverage cannot be proven (regular expressions, parameters in the broad pattern).
+    Decided by the engine: a literal `narrow` by matching it, patterns of the exact grammar by
+    the automata of `rolegate.engine.coverage`. Otherwise (regular expressions, globs, patterns
+    too large to compare) False when a sample of `narrow` is not matched by `broad`, else None:
+    every sample is covered but coverage is not proven.
     """
     if broad == narrow:
         return True
     if pattern_error(function, broad) is not None:
         return False
-    if function == "keyMatch2" and broad == "*":
-        return True
-    if is_literal(function, narrow):
-        return matches(function, broad, narrow)
-    if function in ("keyMatch2", "keyMatch") and broad.endswith("*"):
-        stem = broad[:-1]
-        stem_is_literal = is_literal(function, stem) and (
-            function == "keyMatch" or stem.endswith("/")
-        )
-        narrow_prefix = literal_prefix(function, narrow)
-        if stem_is_literal and narrow_prefix is not None and narrow_prefix.startswith(stem):
-            return True
+    single = literal_resource(function, narrow)
+    if single is not None:
+        return matches(function, broad, single)
+    if coverage.exact(function, broad) and coverage.exact(function, narrow):
+        try:
+            return coverage.uncovered(function, [narrow], coverage.Access(allow=(broad,))) is None
+        except coverage.Undecided:
+            pass
     samples = sample_resources(function, narrow)
     if not samples:
         return None
