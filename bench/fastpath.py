@@ -2,7 +2,8 @@
 
     python bench/fastpath.py --orgs 100 --rounds 3 --duration 5s
 
-Three servers on granian with `rolegate serve`'s settings (2 workers x 4 threads): the bare Flask
+Three servers on granian with `rolegate serve`'s settings (2 workers; `--threads`, default
+`rolegate serve`'s own, for all three; the policy loaded once before the fork): the bare Flask
 hello of bench/hello_app.py, Rolegate as shipped (the fast path in front of Flask,
 rolegate.api.fastpath) and the same Rolegate with the fast path taken off (Flask's own
 `wsgi_app`: what shipped before). The store holds bench/dataset.py's shape. Interleaved rounds of
@@ -27,26 +28,27 @@ sys.path.insert(0, str(HERE.parent))
 from cerbos import interleaved_rounds, start, stop, wait_up  # noqa: E402
 from dataset import ACTIONS, KINDS, dataset, member_name, org_name, write_sqlite  # noqa: E402
 
+from rolegate.config import Settings  # noqa: E402
+
 
 def serve(variant: str, port: int, workers: int) -> None:
     """`rolegate serve` (SQLite store already filled), with or without the fast path."""
     from rolegate.api import create_app
     from rolegate.cli.serve import prepare_metrics_dir, prepare_store
-    from rolegate.config import Settings
     from rolegate.logs import configure_logging
     from rolegate.server import ServerOptions, run_server
 
     settings = Settings.from_env()
     configure_logging(settings.log_level, settings.log_format)
-    prepare_store(settings, sync_policies=False)
+    engine = prepare_store(settings, sync_policies=False, load=True)
 
     def build():
-        app = create_app(settings)
+        app = create_app(settings, engine=engine)
         if variant == "flask":
             app.wsgi_app = app.wsgi_app.next_app  # Flask's own request path only
         return app
 
-    options = ServerOptions(host="127.0.0.1", port=port, workers=workers, threads=4)
+    options = ServerOptions(host="127.0.0.1", port=port, workers=workers, threads=settings.threads)
     prepare_metrics_dir()
     run_server(build, options)
 
@@ -58,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", default="5s")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--port", type=int, default=8760)
+    parser.add_argument("--threads", type=int, default=None, help="per worker (default: serve's)")
     parser.add_argument("--serve", choices=["fast", "flask"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
@@ -76,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         "ROLEGATE_DATA_DIR": str(work / "data"),
         "ROLEGATE_POLICY_DIR": str(work / "empty-policies"),
         "ROLEGATE_LOG_LEVEL": "WARNING",
-        "ROLEGATE_THREADS": "4",
+        "ROLEGATE_THREADS": str(args.threads or Settings().threads),
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     rules = write_sqlite(env["ROLEGATE_DATABASE_URL"], dataset(args.orgs))
@@ -98,7 +101,6 @@ def main(argv: list[str] | None = None) -> int:
             processes.append(process)
             wait_up(f"http://127.0.0.1:{ports[variant]}/readyz", 600, process)
 
-        from rolegate.config import Settings
         from rolegate.identity import mint_token
 
         org = org_name(1)
