@@ -422,20 +422,34 @@ def interleaved_rounds(
     return results
 
 
-def report(results: dict[str, list[dict]], args) -> str:
-    def median(name: str, key: str) -> float:
-        return statistics.median(r[key] for r in results[name])
+def median_of(results: dict[str, list[dict]], name: str, key: str = "rps") -> float:
+    """The median over the rounds of one shape's `key` (rps, decisions, p99_ms)."""
+    return statistics.median(r[key] for r in results[name])
 
+
+def medians_table(results: dict[str, list[dict]], args) -> list[str]:
+    """The heading and one line of medians per shape, as both benchmarks print them."""
+    width = max(len(name) for name in results) + 2
+    threads = getattr(args, "threads", None)
     lines = [
         f"\n{args.orgs} orgs, {args.rounds} interleaved rounds of wrk -t1 -c8 -d{args.duration}, "
-        f"{args.workers} workers x {args.threads} threads; medians:",
-        f"{'shape':22} {'req/s':>10} {'decisions/s':>12} {'p99 ms':>8}",
+        f"{args.workers} workers{f' x {threads} threads' if threads else ''}; medians:",
+        f"{'shape':{width}} {'req/s':>10} {'decisions/s':>12} {'p99 ms':>8}",
     ]
     for name in results:
         lines.append(
-            f"{name:22} {median(name, 'rps'):>10.0f} {median(name, 'decisions'):>12.0f} "
-            f"{median(name, 'p99_ms'):>8.1f}"
+            f"{name:{width}} {median_of(results, name):>10.0f} "
+            f"{median_of(results, name, 'decisions'):>12.0f} "
+            f"{median_of(results, name, 'p99_ms'):>8.1f}"
         )
+    return lines
+
+
+def report(results: dict[str, list[dict]], args) -> str:
+    def median(name: str, key: str) -> float:
+        return median_of(results, name, key)
+
+    lines = medians_table(results, args)
     best_cerbos_batch = max(median("cerbos 50x2", "decisions"), median("cerbos 50x4", "decisions"))
     lines += [
         "ratios:",

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -25,7 +24,14 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from cerbos import interleaved_rounds, start, stop, wait_up  # noqa: E402
+from cerbos import (  # noqa: E402
+    interleaved_rounds,
+    median_of,
+    medians_table,
+    start,
+    stop,
+    wait_up,
+)
 from dataset import ACTIONS, KINDS, dataset, member_name, org_name, write_sqlite  # noqa: E402
 
 from rolegate.config import Settings  # noqa: E402
@@ -68,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found: apt-get install -y wrk")
+    args.threads = args.threads or Settings().threads
 
     work = Path(tempfile.mkdtemp(prefix="rolegate-fastpath-bench-"))
     secret = "bench-" + os.urandom(24).hex()
@@ -79,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         "ROLEGATE_DATA_DIR": str(work / "data"),
         "ROLEGATE_POLICY_DIR": str(work / "empty-policies"),
         "ROLEGATE_LOG_LEVEL": "WARNING",
-        "ROLEGATE_THREADS": str(args.threads or Settings().threads),
+        "ROLEGATE_THREADS": str(args.threads),
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     rules = write_sqlite(env["ROLEGATE_DATABASE_URL"], dataset(args.orgs))
@@ -131,19 +138,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def report(results: dict[str, list[dict]], args) -> str:
     def median(name: str, key: str = "rps") -> float:
-        return statistics.median(r[key] for r in results[name])
+        return median_of(results, name, key)
 
     hello = median("flask hello")
-    lines = [
-        f"\n{args.orgs} orgs, {args.rounds} interleaved rounds of wrk -t1 -c8 -d{args.duration}, "
-        f"{args.workers} workers; medians:",
-        f"{'shape':24} {'req/s':>10} {'decisions/s':>12} {'p99 ms':>8}",
-    ]
-    for name in results:
-        lines.append(
-            f"{name:24} {median(name):>10.0f} {median(name, 'decisions'):>12.0f} "
-            f"{median(name, 'p99_ms'):>8.1f}"
-        )
+    lines = medians_table(results, args)
     fast_single, flask_single = median("single, fast path"), median("single, Flask route")
     per_round = [
         fast["rps"] / flask["rps"]
