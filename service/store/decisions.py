@@ -73,7 +73,7 @@ class DecisionRows:
     ) -> list[str]:
         """Record texts of `org`, newest first; ids starting with `exclude_id_prefix` left out."""
         table = decision_log
-        stmt = sa.select(table.c.record).where(table.c.org == org)
+        stmt = _range_query([table.c.record], org=org, since=since, until=until)
         stmt = stmt.where(
             sa.not_(table.c.decision_id.startswith(exclude_id_prefix, autoescape=True))
         )
@@ -88,10 +88,6 @@ class DecisionRows:
             stmt = stmt.where(table.c.action == action)
         if allowed is not None:
             stmt = stmt.where(table.c.allowed == allowed)
-        if since is not None:
-            stmt = stmt.where(table.c.at >= since)
-        if until is not None:
-            stmt = stmt.where(table.c.at <= until)
         stmt = stmt.order_by(table.c.at.desc(), table.c.id.desc()).limit(limit)
         with transaction(self._engine, write=False, what=WHAT) as tx:
             return [row.record for row in tx.execute(stmt)]
