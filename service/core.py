@@ -275,8 +275,8 @@ class Rolegate:
             raise StoreUnavailable(
                 f"cannot catch up from policy revision {inherited}: {self.last_reload_error}"
             )
-        if not changed:
-            self._swapped(inherited, inherited, "inherited", time.perf_counter())
+        if not changed:  # nothing read: no reload to time, the rest as after a swap
+            self._swapped(inherited, inherited, "inherited", started=None)
         self.loaded = True
         log.info(
             "policy revision %s in use (started from revision %s already in memory)",
@@ -322,11 +322,14 @@ class Rolegate:
             log.error("policy reload failed: %s", self.last_reload_error)
             return False, False
 
-    def _swapped(self, before: int, revision: int, kind: str, started: float) -> None:
+    def _swapped(self, before: int, revision: int, kind: str, started: float | None) -> None:
+        """After the engine took `revision`: what depends on it, and the reload's metrics
+        (`started`: when the store read began; None when nothing was read)."""
         reads.role_names(self.engine.snapshot)  # the refusal set, computed off the request path
         self.reload_api_keys()
         self.revision_applied_at = time.time()
-        metrics.observe_reload(kind, time.perf_counter() - started)
+        if started is not None:
+            metrics.observe_reload(kind, time.perf_counter() - started)
         metrics.set_revision(revision)
         if kind == "incremental":
             log.info("policy revision %s applied (from %s)", revision, before)

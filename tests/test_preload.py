@@ -8,6 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from rolegate import core as core_module
+from rolegate import metrics
 from rolegate.api import create_app
 from rolegate.core import CheckInput, Rolegate
 from rolegate.engine import CheckRequest
@@ -85,6 +86,13 @@ def test_with_no_change_the_inherited_snapshot_is_served_as_it_is(settings, coun
     try:
         assert core.engine.snapshot is inherited
         assert count_full_loads == []
+        kinds = {
+            sample.labels.get("kind")
+            for family in metrics.get().registry.collect()
+            if family.name == "rolegate_policy_reload_duration_seconds"
+            for sample in family.samples
+        }
+        assert "inherited" not in kinds  # nothing was read: no reload is timed
         body = app.test_client().get("/readyz").get_json()
         assert body["ready"] is True and body["revision"] == inherited.revision
         assert allowed(core, "alice", "acme", "/projects/42", "delete")
