@@ -12,7 +12,8 @@ from wcmatch._wcparse import PatternLimitException
 
 from rolegate.engine import patterns
 from rolegate.engine.glob import GlobError, NotLinear, compile_glob, glob_problem
-from rolegate.policy.resources import is_literal, pattern_covers
+from rolegate.engine.patterns import literal_resource
+from rolegate.policy.resources import pattern_covers
 
 PATTERN_TOKENS = (
     "/", "/", "/", ".", "*", "**", "?", "[", "]", "!", "^", "-", "{", "}", ",", "\\",
@@ -169,5 +170,5 @@ def test_distinct_resources_stay_linear():
 def test_a_glob_with_wildcards_is_not_read_as_literal(narrow):
     """`?`, classes, braces and escapes match more than their own text: coverage by a pattern
     that matches only the text itself is never claimed."""
-    assert not is_literal("globMatch", narrow)
+    assert literal_resource("globMatch", narrow) is None
     assert pattern_covers("globMatch", "/a\\?", narrow) is not True

@@ -41,11 +41,6 @@ def pattern_error(function: str, pattern: str) -> str | None:
     return None
 
 
-def is_literal(function: str, pattern: str) -> bool:
-    """True when the pattern matches exactly one resource: itself (the engine's reading)."""
-    return literal_resource(function, pattern) is not None
-
-
 def sample_resources(function: str, pattern: str) -> tuple[str, ...]:
     """Concrete resources the pattern matches, readable: `/documents/:id` -> `/documents/{id}`.
 
