@@ -111,13 +111,7 @@ RESOURCE_SCHEMA = text_schema(MAX_RESOURCE_CHARS)
 
 
 def path_param(name: str, description: str, schema: dict[str, Any] | None = None) -> dict:
-    return {
-        "name": name,
-        "in": "path",
-        "required": True,
-        "description": description,
-        "schema": schema or text_schema(),
-    }
+    return {**query_param(name, description, schema, required=True), "in": "path"}
 
 
 def query_param(
