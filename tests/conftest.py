@@ -29,15 +29,20 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="rolegate-test-data-home-")
 
 
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def sample_settings(directory: Path, **changes: Any) -> Settings:
+    """The sample policies over a SQLite store in `directory`, signed with SECRET."""
     return Settings(
-        database_url=f"sqlite:///{tmp_path / 'rolegate.db'}",
+        database_url=f"sqlite:///{directory / 'rolegate.db'}",
         policy_dir=str(SAMPLE_POLICIES),
         model=str(REPO_ROOT / "model.conf"),
-        data_dir=str(tmp_path / "data"),
+        data_dir=str(directory / "data"),
         jwt_secret=SECRET,
-    )
+    ).replace(**changes)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return sample_settings(tmp_path)
 
 
 @pytest.fixture

@@ -14,26 +14,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from conftest import SAMPLE_POLICIES, SECRET, HttpClient, LiveServer, serve_app
+from conftest import HttpClient, LiveServer, sample_settings, serve_app
 
 from rolegate.api import create_app
-from rolegate.config import REPO_ROOT, Settings
 from rolegate.core import Rolegate
-
-
-def sample_settings(directory: Path) -> Settings:
-    return Settings(
-        database_url=f"sqlite:///{directory / 'rolegate.db'}",
-        policy_dir=str(SAMPLE_POLICIES),
-        model=str(REPO_ROOT / "model.conf"),
-        data_dir=str(directory / "data"),
-        jwt_secret=SECRET,
-    )
 
 
 @contextmanager
 def shared_live_server(directory: Path, **changes) -> Iterator[LiveServer]:
-    settings = sample_settings(directory).replace(**changes)
+    settings = sample_settings(directory, **changes)
     core = Rolegate.from_settings(settings)
     core.start(sync_policies=True)
     server, thread = serve_app(create_app(core=core))

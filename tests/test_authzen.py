@@ -9,12 +9,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLE_POLICIES, SECRET, HttpClient, LiveServer, serve_app
+from conftest import HttpClient, LiveServer, sample_settings, serve_app
 
 from rolegate.admin import Caller, OrgAdmin
 from rolegate.api import create_app
 from rolegate.authzen import AuthzenMapping, Entity, merged_items
-from rolegate.config import REPO_ROOT, Settings
 from rolegate.core import Rolegate
 from rolegate.errors import ConfigError, PolicyError
 from rolegate.store.schema import schema_differences
@@ -45,14 +44,7 @@ def start_pdp(directory: Path) -> LiveServer:
     """The sample policies with bob's email, and two API keys of acme: `pep` and `viewer`."""
     attributes = directory / "subjects.csv"
     attributes.write_text(ATTRIBUTES)
-    settings = Settings(
-        database_url=f"sqlite:///{directory / 'rolegate.db'}",
-        policy_dir=str(SAMPLE_POLICIES),
-        model=str(REPO_ROOT / "model.conf"),
-        data_dir=str(directory / "data"),
-        jwt_secret=SECRET,
-        subject_attributes=str(attributes),
-    )
+    settings = sample_settings(directory, subject_attributes=str(attributes))
     core = Rolegate.from_settings(settings)
     core.start(sync_policies=True)
     server, _ = serve_app(create_app(core=core, follow_store=False))

@@ -15,7 +15,7 @@ import logging
 
 import pytest
 import schemathesis
-from conftest import SAMPLE_POLICIES, SECRET, serve_app
+from conftest import sample_settings, serve_app
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import (
     allow_header_conformance,
@@ -31,7 +31,6 @@ from schemathesis.specs.openapi.checks import (
 
 from rolegate.api import BLUEPRINTS, create_app
 from rolegate.api.openapi import openapi_document
-from rolegate.config import REPO_ROOT, Settings
 from rolegate.core import Rolegate
 from rolegate.identity import mint_token
 
@@ -68,14 +67,8 @@ def fuzz_server(tmp_path_factory):
     # thousands of requests: no access-log line for each
     quiet.setattr(logging.getLogger("werkzeug"), "level", logging.WARNING)
     directory = tmp_path_factory.mktemp("fuzz")
-    settings_ = Settings(
-        database_url=f"sqlite:///{directory / 'rolegate.db'}",
-        policy_dir=str(SAMPLE_POLICIES),
-        model=str(REPO_ROOT / "model.conf"),
-        data_dir=str(directory / "data"),
-        jwt_secret=SECRET,
-        min_revision_wait=0.0,  # a revision ahead of the store: answer at once
-    )
+    # min_revision_wait 0: a revision ahead of the store is answered at once
+    settings_ = sample_settings(directory, min_revision_wait=0.0)
     core = Rolegate.from_settings(settings_)
     core.start(sync_policies=True)
     server, _ = serve_app(create_app(core=core))
